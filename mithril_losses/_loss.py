@@ -1,0 +1,191 @@
+"""The configured loss object and the call path: bind, convert, validate, compute, reduce."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import _validation, backends, config
+from ._reduction import output_shape, reduce
+
+
+class Loss:
+    """A registered loss with fixed options.
+
+    ``loss(*inputs)`` returns the reduced value; ``grad`` a dict input name ->
+    gradient; ``value_and_grad`` both in one pass; ``vjp`` the gradients for
+    a given cotangent of the loss output. Every call also takes ``weight=``
+    (per element or per sample), ``where=`` (boolean mask) and ``backend=``.
+    """
+
+    def __init__(self, spec, **options):
+        self.spec = spec
+        _validation.check_option_names(spec.name, options, spec.option_names)
+        reduction = options.pop("reduction", spec.default_reduction)
+        _validation.check_reduction(spec.name, reduction, spec.reductions)
+        axis = None if "axis" in spec.own_options else options.pop("axis", None)
+        if axis is not None:
+            _validation.check_axis("axis", axis, 64)
+        self.reduction = reduction
+        self.axis = axis
+        self.options = {o.name: o.normalise(options.get(o.name, o.default)) for o in spec.options}
+
+    # -- description -----------------------------------------------------------
+    name = property(lambda self: self.spec.name)
+    family = property(lambda self: self.spec.family)
+    inputs = property(lambda self: self.spec.inputs)
+    differentiable = property(lambda self: self.spec.differentiable)
+
+    def to_config(self) -> dict:
+        cfg = {"name": self.name, "reduction": self.reduction}
+        if self.axis is not None:
+            cfg["axis"] = self.axis
+        for key, value in self.options.items():
+            cfg[key] = list(value) if isinstance(value, tuple) else value
+        return cfg
+
+    def __repr__(self):
+        opts = ", ".join(f"{k}={v!r}" for k, v in self.to_config().items() if k != "name")
+        return f"Loss({self.name!r}, {opts})"
+
+    # -- public calls ----------------------------------------------------------
+    def __call__(self, *args, weight=None, where=None, backend=None, **inputs):
+        return self.value(*args, weight=weight, where=where, backend=backend, **inputs)
+
+    def value(self, *args, weight=None, where=None, backend=None, **inputs):
+        call = self._prepare(args, inputs, weight, where, backend)
+        unreduced = self.spec.value(call.xp, **call.inputs, **self.options)
+        return self._reduce(call, unreduced)[0]
+
+    def value_and_grad(self, *args, weight=None, where=None, backend=None, **inputs):
+        call = self._prepare(args, inputs, weight, where, backend)
+        unreduced, pullback = self._forward(call)
+        out, reduction_pullback = self._reduce(call, unreduced)
+        ones = call.xp.ones_like(out)
+        return out, self._gradients(call, pullback(reduction_pullback(ones)))
+
+    def grad(self, *args, weight=None, where=None, backend=None, **inputs):
+        """Gradients of the reduced loss (of its sum, for reduction="none")."""
+        return self.value_and_grad(*args, weight=weight, where=where, backend=backend, **inputs)[1]
+
+    def vjp(self, cotangent, *args, weight=None, where=None, backend=None, **inputs):
+        """Gradients for the upstream ``cotangent`` of the loss output (per-sample shape with "none")."""
+        call = self._prepare(args, inputs, weight, where, backend)
+        unreduced, pullback = self._forward(call)
+        out, reduction_pullback = self._reduce(call, unreduced)
+        ct = call.convert("cotangent", cotangent)
+        _validation.check_cotangent(ct, tuple(out.shape))
+        return self._gradients(call, pullback(reduction_pullback(call.xp.astype(ct, out.dtype))))
+
+    # -- internals -------------------------------------------------------------
+    def _forward(self, call):
+        spec = self.spec
+        if spec.fused is not None:
+            return spec.fused(call.xp, **call.inputs, **self.options)
+        unreduced = spec.value(call.xp, **call.inputs, **self.options)
+        return unreduced, lambda ct: spec.vjp(call.xp, ct, **call.inputs, **self.options)
+
+    def _reduce(self, call, unreduced):
+        shape = tuple(unreduced.shape)
+        axis = None if self.axis is None else _validation.check_axis("axis", self.axis, len(shape))
+        if self.reduction == "batchmean" and not shape:
+            raise ValueError(f"reduction='batchmean' of {self.name!r} needs a batch axis; the loss is a scalar.")
+        if call.weight is not None:
+            _validation.check_weight_shape(call.weight, shape)
+        if call.where is not None:
+            _validation.check_where(call.where, call.xp, shape)
+        out, pullback = reduce(call.xp, unreduced, reduction=self.reduction, weight=call.weight,
+                               where=call.where, axis=axis)
+        assert tuple(out.shape) == output_shape(shape, self.reduction, axis)
+        return out, pullback
+
+    def _gradients(self, call, grads):
+        xp = call.xp
+        out = {}
+        for name in self.spec.differentiable:
+            x = call.inputs[name]
+            g = grads[name]
+            if tuple(g.shape) != tuple(x.shape):
+                g = _unbroadcast(xp, g, tuple(x.shape))
+            out[name] = g if g.dtype == x.dtype else xp.astype(g, x.dtype)
+        return out
+
+    def _prepare(self, args, inputs, weight, where, backend):
+        bound = _validation.bind_arguments(self.name, self.spec.inputs, args, inputs)
+        call = _Call(self, bound, weight, where, backend)
+        spec = self.spec
+        xp = call.xp
+        for name in spec.differentiable:
+            _validation.check_floating(name, call.inputs[name], xp)
+        matched = spec.shape_matched
+        for other in matched[1:]:
+            _validation.check_same_shape(matched[0], call.inputs[matched[0]], other, call.inputs[other])
+        if spec.validate is not None:
+            concrete = all(call.adapter.is_concrete(x) for x in call.inputs.values())
+            spec.validate(xp, call.inputs, self.options, concrete)
+        return call
+
+
+def _unbroadcast(xp, g, shape):
+    """Sum a gradient over the axes along which its input was broadcast."""
+    lead = g.ndim - len(shape)
+    axes = tuple(range(lead)) + tuple(lead + i for i, n in enumerate(shape) if n == 1 and g.shape[lead + i] != 1)
+    g = xp.sum(g, axis=axes, keepdims=True) if axes else g
+    return xp.reshape(g, shape)
+
+
+class _Call:
+    """One call's backend, namespace and converted arrays."""
+
+    __slots__ = ("adapter", "xp", "device", "inputs", "weight", "where")
+
+    def __init__(self, loss, bound, weight, where, backend):
+        choice = config.configured(backend)
+        named = dict(bound)
+        if weight is not None:
+            named["weight"] = weight
+        if where is not None:
+            named["where"] = where
+        libraries = {n: backends.library_of(x) for n, x in named.items()}
+        name = choice.backend or _infer(libraries)
+        adapter = backends.get_adapter(name)
+        self.adapter, self.xp = adapter, adapter.xp
+        if choice.device is not None:
+            adapter.check_device(choice.device)
+        self.device = choice.device or _common_device(adapter, named, libraries, name)
+        converted = {n: self._convert(n, x, libraries[n], name) for n, x in named.items()}
+        self.weight = converted.pop("weight", None)
+        self.where = converted.pop("where", None)
+        self.inputs = converted
+
+    def _convert(self, arg, x, library, name):
+        if library == name and (self.device is None or self.adapter.device_of(x) == self.device):
+            return x
+        if library not in (None, "numpy", name):
+            raise _validation.wrong_library(arg, library, name)
+        if library == name:
+            return self.adapter.asarray(self.adapter.to_numpy(x), device=self.device)
+        return self.adapter.asarray(x if library == "numpy" else np.asarray(x), device=self.device)
+
+    def convert(self, arg, x):
+        return self._convert(arg, x, backends.library_of(x), self.adapter.name)
+
+
+def _infer(libraries):
+    tensors = [(n, lib) for n, lib in libraries.items() if lib not in (None, "numpy")]
+    for n, lib in tensors[1:]:
+        if lib != tensors[0][1]:
+            raise _validation.mixed_libraries(tensors[0], (n, lib))
+    return tensors[0][1] if tensors else "numpy"
+
+
+def _common_device(adapter, named, libraries, name):
+    first = None
+    for n, x in named.items():
+        if libraries[n] != name:
+            continue
+        dev = adapter.device_of(x)
+        if first is None:
+            first = (n, dev)
+        elif dev != first[1]:
+            raise _validation.mixed_devices(first, (n, dev))
+    return None if first is None else first[1]

@@ -1,0 +1,79 @@
+"""Reductions, weights and masks, with their own gradients, written once.
+
+A reduction maps the unreduced loss ``L`` to its output and also returns the
+pullback of that map: the cotangent of ``L`` given the output's cotangent
+(1/N for a mean, the weights for a weighted sum). Masked-out elements are
+replaced by 0 (so a NaN there cannot leak) and get a zero cotangent. A mean
+over zero elements (or zero total weight) is 0 with a zero gradient.
+"""
+
+from __future__ import annotations
+
+REDUCTIONS = ("none", "mean", "sum")
+ALL_REDUCTIONS = REDUCTIONS + ("batchmean",)
+
+
+def _per_element(xp, w, loss_shape):
+    """Weights/masks that fit NumPy broadcasting are used as they are; others are per sample."""
+    fits = w.ndim <= len(loss_shape) and all(a in (1, b) for a, b in zip(reversed(w.shape), reversed(loss_shape)))
+    return w if fits else xp.reshape(w, tuple(w.shape) + (1,) * (len(loss_shape) - w.ndim))
+
+
+def reduce(xp, loss, *, reduction, weight=None, where=None, axis=None):
+    """(reduced loss, pullback from the reduced loss's cotangent to ``loss``'s cotangent).
+
+    ``axis`` (a tuple of normalised axes or None for all) restricts "mean" and
+    "sum" to those axes; "batchmean" divides the total by ``loss.shape[0]``.
+    """
+    shape = tuple(loss.shape)
+    scale = None
+    if weight is not None:
+        scale = xp.astype(_per_element(xp, weight, shape), loss.dtype)
+    if where is not None:
+        mask = _per_element(xp, where, shape)
+        loss = xp.where(mask, loss, xp.zeros_like(loss))
+        mask = xp.astype(mask, loss.dtype)
+        scale = mask if scale is None else scale * mask
+    scaled = loss if scale is None else loss * scale
+
+    if reduction == "none":
+        return scaled, lambda ct: ct if scale is None else ct * scale
+
+    axes = tuple(range(len(shape))) if axis is None or reduction == "batchmean" else axis
+    total = xp.sum(scaled, axis=axes)
+    if reduction == "sum":
+        divisor = None
+    elif reduction == "batchmean":
+        divisor = float(shape[0]) if shape else 1.0
+    else:
+        divisor = _count(xp, scale, shape, axes, loss.dtype)
+    out = total if divisor is None else total / divisor
+
+    def pullback(ct):
+        if divisor is not None:
+            ct = ct / divisor
+        ct = xp.reshape(ct, tuple(1 if i in axes else n for i, n in enumerate(shape)))
+        ct = ct if scale is None else ct * scale
+        return xp.broadcast_to(ct, shape)
+
+    return out, pullback
+
+
+def _count(xp, scale, shape, axes, dtype):
+    """Denominator of a mean: element count, or the weights' sum (0 becomes 1: 0/0 := 0)."""
+    if scale is None:
+        n = 1
+        for a in axes:
+            n *= shape[a]
+        return float(max(n, 1))
+    total = xp.sum(xp.broadcast_to(scale, shape), axis=axes)
+    return xp.where(total == 0, xp.ones_like(total), total)
+
+
+def output_shape(shape, reduction, axis):
+    """Shape of the reduced output for an unreduced loss of ``shape``."""
+    if reduction == "none":
+        return tuple(shape)
+    if axis is None or reduction == "batchmean":
+        return ()
+    return tuple(n for i, n in enumerate(shape) if i not in axis)

@@ -1,0 +1,248 @@
+"""Every input check and every error message of mithril_losses.
+
+Checks run before any arithmetic. Each message names the argument and shows
+what was received. Checks that need concrete values (label ranges, value
+domains) are skipped while a compiler traces (``concrete=False``).
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+from collections.abc import Iterable, Sequence
+
+
+def _shape(x) -> tuple:
+    return tuple(int(d) if d is not None else None for d in x.shape)
+
+
+# --------------------------------------------------------------------------
+# names, options and configuration
+
+
+def unknown_name(kind: str, name: str, known: Iterable[str]) -> KeyError:
+    known = sorted(known)
+    close = difflib.get_close_matches(str(name), known, n=5, cutoff=0.5)
+    hint = f" Closest: {', '.join(close)}." if close else ""
+    return KeyError(f"Unknown {kind} {name!r}.{hint} Available: {', '.join(known)}.")
+
+
+def check_option_names(loss: str, given: Iterable[str], allowed: Sequence[str]) -> None:
+    for name in given:
+        if name not in allowed:
+            close = difflib.get_close_matches(name, allowed, n=3, cutoff=0.5)
+            hint = f" Did you mean {', '.join(close)}?" if close else ""
+            raise TypeError(
+                f"{loss!r} got an unknown option `{name}`.{hint} "
+                f"Its options are: {', '.join(allowed)}."
+            )
+
+
+def check_choice(name: str, value, choices: Sequence) -> None:
+    if value not in choices:
+        raise ValueError(
+            f"`{name}` must be one of {', '.join(map(repr, choices))}; got {value!r}."
+        )
+
+
+def check_number(name: str, value, *, low=None, high=None, low_open=False,
+                 high_open=False, integer=False, allow_none=False) -> None:
+    """A real (or integer) option inside [low, high] (open ends as told)."""
+    if value is None and allow_none:
+        return
+    kind = "an integer" if integer else "a real number"
+    if isinstance(value, bool) or not isinstance(value, (int, float) if not integer else int):
+        raise TypeError(f"`{name}` must be {kind}; got {value!r} ({type(value).__name__}).")
+    if not math.isfinite(value):
+        raise ValueError(f"`{name}` must be finite; got {value!r}.")
+    lo_bad = low is not None and (value <= low if low_open else value < low)
+    hi_bad = high is not None and (value >= high if high_open else value > high)
+    if lo_bad or hi_bad:
+        lo = "-inf" if low is None else repr(low)
+        hi = "inf" if high is None else repr(high)
+        interval = f"{'(' if low_open or low is None else '['}{lo}, {hi}{')' if high_open or high is None else ']'}"
+        raise ValueError(f"`{name}` must lie in {interval}; got {value!r}.")
+
+
+def check_numbers(name: str, values, **bounds) -> tuple:
+    """A non-empty sequence of numbers, each checked like `check_number`."""
+    if isinstance(values, (int, float)) and not isinstance(values, bool):
+        values = (values,)
+    if isinstance(values, (str, bytes)) or not isinstance(values, Sequence) or not values:
+        raise TypeError(f"`{name}` must be a number or a non-empty sequence of numbers; got {values!r}.")
+    for v in values:
+        check_number(name, v, **bounds)
+    return tuple(float(v) for v in values)
+
+
+def check_axis(name: str, axis, ndim: int) -> tuple | None:
+    """Normalise an int / tuple of ints axis against `ndim`."""
+    if axis is None:
+        return None
+    axes = (axis,) if isinstance(axis, int) and not isinstance(axis, bool) else axis
+    if not isinstance(axes, (tuple, list)) or not all(
+        isinstance(a, int) and not isinstance(a, bool) for a in axes
+    ):
+        raise TypeError(f"`{name}` must be an int, a tuple of ints or None; got {axis!r}.")
+    out = []
+    for a in axes:
+        if not -ndim <= a < ndim:
+            raise ValueError(f"`{name}` {axis!r} is out of range for an array of {ndim} dimensions.")
+        out.append(a % ndim)
+    if len(set(out)) != len(out):
+        raise ValueError(f"`{name}` has repeated axes: {axis!r}.")
+    return tuple(sorted(out))
+
+
+def bad_config(source: str, problem: str) -> ValueError:
+    return ValueError(f"Invalid mithril_losses configuration in {source}: {problem}")
+
+
+def bad_loss_config(cfg) -> ValueError:
+    return ValueError(
+        f"A loss config must be a dict with a string 'name' and option values; got {cfg!r}."
+    )
+
+
+def backend_missing(name: str, extra: str, error: Exception) -> ImportError:
+    return ImportError(
+        f"The {name!r} backend needs a package that is not installed ({error}). "
+        f"Install it with: pip install 'mithril-losses[{extra}]'"
+    )
+
+
+def mixed_libraries(first: tuple[str, str], second: tuple[str, str]) -> TypeError:
+    return TypeError(
+        f"Inputs come from two array libraries: `{first[0]}` is a {first[1]} array and "
+        f"`{second[0]}` is a {second[1]} array. Convert them to one library, or configure a "
+        f"backend and pass NumPy arrays."
+    )
+
+
+def wrong_library(arg: str, got: str, backend: str) -> TypeError:
+    return TypeError(
+        f"`{arg}` is a {got} array but the configured backend is {backend!r}; only NumPy arrays, "
+        f"Python scalars and lists are converted. Pass {backend} arrays or change the backend."
+    )
+
+
+def mixed_devices(first: tuple[str, object], second: tuple[str, object]) -> ValueError:
+    return ValueError(
+        f"Inputs are on different devices: `{first[0]}` on {first[1]} and `{second[0]}` on {second[1]}."
+    )
+
+
+def unsupported_dtype(backend: str, dtype: str, available: Sequence[str]) -> TypeError:
+    return TypeError(f"The {backend!r} backend has no dtype {dtype!r}; it has {', '.join(available)}.")
+
+
+def unknown_device(backend: str, device, available: Sequence[str]) -> ValueError:
+    return ValueError(f"The {backend!r} backend sees no device {device!r}; it sees {', '.join(available)}.")
+
+
+# --------------------------------------------------------------------------
+# call arguments
+
+
+def bind_arguments(loss: str, names: Sequence[str], args: tuple, kwargs: dict,
+                   optional: Sequence[str] = ()) -> dict:
+    """Map positional and keyword inputs of a call to the loss's input names."""
+    if len(args) > len(names):
+        raise TypeError(
+            f"{loss!r} takes {len(names)} inputs ({', '.join(names)}); got {len(args)} positional arguments."
+        )
+    bound = dict(zip(names, args))
+    for key, value in kwargs.items():
+        if key not in names:
+            raise TypeError(f"{loss!r} got an unexpected argument `{key}`; its inputs are {', '.join(names)}.")
+        if key in bound:
+            raise TypeError(f"{loss!r} got `{key}` twice (positionally and by keyword).")
+        bound[key] = value
+    missing = [n for n in names if n not in bound and n not in optional]
+    if missing:
+        raise TypeError(f"{loss!r} is missing the input(s) {', '.join(f'`{m}`' for m in missing)}.")
+    return bound
+
+
+def check_floating(name: str, x, xp) -> None:
+    if not xp.isdtype(x.dtype, "real floating"):
+        raise TypeError(f"`{name}` must be a real floating-point array; got dtype {x.dtype}.")
+
+
+def check_same_shape(name_a: str, a, name_b: str, b) -> None:
+    if _shape(a) != _shape(b):
+        raise ValueError(
+            f"`{name_a}` and `{name_b}` must have the same shape; got {_shape(a)} and {_shape(b)}."
+        )
+
+
+def check_shape(name: str, x, expected: tuple, what: str) -> None:
+    if _shape(x) != tuple(expected):
+        raise ValueError(f"`{name}` must have shape {tuple(expected)} ({what}); got {_shape(x)}.")
+
+
+def check_ndim(name: str, x, *, at_least: int) -> None:
+    if x.ndim < at_least:
+        raise ValueError(f"`{name}` must have at least {at_least} dimension(s); got shape {_shape(x)}.")
+
+
+def check_min_size(name: str, size: int, at_least: int, what: str) -> None:
+    if size < at_least:
+        raise ValueError(f"`{name}` must have {what} of at least {at_least}; got {size}.")
+
+
+def check_weight_shape(weight, loss_shape: tuple) -> None:
+    """`weight` broadcasts to the loss, or equals its leading dims (per sample)."""
+    w = _shape(weight)
+    trailing = len(w) <= len(loss_shape) and all(
+        a in (1, b) for a, b in zip(reversed(w), reversed(loss_shape))
+    )
+    leading = w == tuple(loss_shape[: len(w)])
+    if not (trailing or leading):
+        raise ValueError(
+            f"`weight` of shape {w} fits neither the unreduced loss of shape {tuple(loss_shape)} "
+            f"(broadcasting) nor its leading dimensions (per-sample weights)."
+        )
+
+
+def check_where(where, xp, loss_shape: tuple) -> None:
+    if where.dtype != xp.bool:
+        raise TypeError(f"`where` must be a boolean mask; got dtype {where.dtype}.")
+    check_weight_shape_like("where", where, loss_shape)
+
+
+def check_weight_shape_like(name: str, x, loss_shape: tuple) -> None:
+    try:
+        check_weight_shape(x, loss_shape)
+    except ValueError as err:
+        raise ValueError(str(err).replace("`weight`", f"`{name}`", 1)) from None
+
+
+def check_cotangent(cotangent, loss_shape: tuple) -> None:
+    if _shape(cotangent) != tuple(loss_shape):
+        raise ValueError(
+            f"`cotangent` must have the shape of the loss output {tuple(loss_shape)}; got {_shape(cotangent)}."
+        )
+
+
+def check_value_range(name: str, x, xp, *, low=None, high=None, low_open=False, what: str) -> None:
+    """Concrete-value domain check (call only on concrete arrays)."""
+    bad = xp.zeros(x.shape, dtype=xp.bool)
+    if low is not None:
+        bad = bad | ((x <= low) if low_open else (x < low))
+    if high is not None:
+        bad = bad | (x > high)
+    if bool(xp.any(bad)):
+        offending = float(xp.reshape(x[bad], (-1,))[0])
+        raise ValueError(f"`{name}` must be {what}; got a value of {offending!r}.")
+
+
+def check_reduction(loss: str, reduction, allowed: Sequence[str]) -> None:
+    if reduction not in allowed:
+        raise ValueError(
+            f"`reduction` of {loss!r} must be one of {', '.join(map(repr, allowed))}; got {reduction!r}."
+        )
+
+
+def not_registered(name: str) -> ValueError:
+    return ValueError(f"A loss named {name!r} is already registered; pass replace=True to override it.")

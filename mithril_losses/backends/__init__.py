@@ -1,0 +1,69 @@
+"""Backend adapters: one module per array library, imported on first use.
+
+An adapter owns the namespace, the devices it sees, conversion to and from
+NumPy, the library's compiler and its autodiff (used by conformance only).
+Importing this package imports no framework.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from .. import _validation
+from ._base import Adapter
+
+# canonical name -> (module, pip extra, top-level modules whose arrays it owns)
+BACKENDS = {
+    "numpy": ("numpy", "", ("numpy",)),
+    "jax": ("jax", "jax", ("jax", "jaxlib")),
+    "torch": ("torch", "torch", ("torch",)),
+    "mlx": ("mlx", "mlx", ("mlx",)),
+    "array_api_strict": ("array_api_strict", "test", ("array_api_strict",)),
+}
+_ALIASES = {"np": "numpy", "pytorch": "torch", "strict": "array_api_strict", "array-api-strict": "array_api_strict"}
+_ADAPTERS: dict[str, Adapter] = {}
+
+
+def canonical(name: str) -> str:
+    key = _ALIASES.get(str(name).lower(), str(name).lower())
+    if key not in BACKENDS:
+        raise _validation.unknown_name("backend", name, BACKENDS)
+    return key
+
+
+def get_adapter(name: str) -> Adapter:
+    """The adapter of backend `name`, importing its framework on first use."""
+    key = canonical(name)
+    adapter = _ADAPTERS.get(key)
+    if adapter is None:
+        module, extra, _ = BACKENDS[key]
+        try:
+            adapter = importlib.import_module(f".{module}", __name__).ADAPTER
+        except ImportError as err:
+            raise _validation.backend_missing(key, extra, err) from err
+        _ADAPTERS[key] = adapter
+    return adapter
+
+
+def library_of(x) -> str | None:
+    """Backend name owning array `x` (without importing any framework), or None."""
+    top = type(x).__module__.partition(".")[0]
+    for key, (_, _, owners) in BACKENDS.items():
+        if top in owners:
+            return key
+    return None
+
+
+def installed() -> list[str]:
+    """Backends whose framework can be imported here."""
+    names = []
+    for key in BACKENDS:
+        try:
+            get_adapter(key)
+        except ImportError:
+            continue
+        names.append(key)
+    return names
+
+
+__all__ = ["Adapter", "BACKENDS", "canonical", "get_adapter", "installed", "library_of"]

@@ -1,0 +1,70 @@
+"""The adapter interface every backend module implements."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .. import _validation
+
+FLOAT_DTYPES = ("float16", "bfloat16", "float32", "float64")
+
+
+class Adapter:
+    """One array library: namespace, devices, conversion, compiler, autodiff."""
+
+    name = ""
+    dtypes: tuple[str, ...] = ("float16", "float32", "float64")
+
+    def __init__(self):
+        self._xp = None
+
+    # -- namespace ---------------------------------------------------------
+    @property
+    def xp(self):
+        if self._xp is None:
+            self._xp = self._namespace()
+        return self._xp
+
+    def _namespace(self):  # pragma: no cover - every adapter overrides it
+        raise NotImplementedError
+
+    # -- dtypes and devices --------------------------------------------------
+    def dtype(self, name: str):
+        if name not in self.dtypes:
+            raise _validation.unsupported_dtype(self.name, name, self.dtypes)
+        return getattr(self.xp, name)
+
+    def devices(self) -> list[str]:
+        return ["cpu"]
+
+    def device_of(self, x):
+        return "cpu"
+
+    def default_device(self):
+        return None
+
+    def check_device(self, device) -> None:
+        if device is not None and str(device) not in self.devices():
+            raise _validation.unknown_device(self.name, device, self.devices())
+
+    # -- conversion ----------------------------------------------------------
+    def asarray(self, x, *, dtype=None, device=None):
+        """Array of this library from NumPy arrays, scalars or lists."""
+        return self.xp.asarray(x, dtype=dtype, device=device)
+
+    def to_numpy(self, x) -> np.ndarray:
+        return np.asarray(x)
+
+    # -- tracing, compiling, autodiff ----------------------------------------
+    def is_concrete(self, x) -> bool:
+        """False while a compiler traces `x` (value checks are then skipped)."""
+        return True
+
+    def compile(self, fn):
+        return fn
+
+    has_autodiff = False
+
+    def vjp(self, fn, primals, cotangent):
+        """(fn(*primals), gradients of <cotangent, fn> w.r.t. each primal)."""
+        raise NotImplementedError(f"The {self.name!r} backend has no autodiff.")

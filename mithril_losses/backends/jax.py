@@ -1,0 +1,76 @@
+"""JAX: jax.numpy namespace, jax.jit, jax.vjp.
+
+float64 needs ``jax.config.update("jax_enable_x64", True)`` in the user's
+program; the conformance run switches it on for itself.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ._base import Adapter
+
+
+class JaxAdapter(Adapter):
+    name = "jax"
+    dtypes = ("float16", "bfloat16", "float32", "float64")
+    has_autodiff = True
+
+    def _namespace(self):
+        import jax.numpy as xp
+
+        return xp
+
+    def devices(self):
+        import jax
+
+        names = ["cpu"]
+        for platform in ("gpu", "tpu"):
+            try:
+                found = jax.devices(platform)
+            except RuntimeError:
+                continue
+            names += [platform] + [f"{platform}:{d.id}" for d in found]
+        return names
+
+    def _device(self, device):
+        import jax
+
+        if device is None:
+            return None
+        platform, _, index = str(device).partition(":")
+        platform = {"cuda": "gpu"}.get(platform, platform)
+        return jax.devices(platform)[int(index or 0)]
+
+    def device_of(self, x):
+        (dev,) = x.devices()
+        return "cpu" if dev.platform == "cpu" else f"{dev.platform}:{dev.id}"
+
+    def asarray(self, x, *, dtype=None, device=None):
+        import jax
+
+        self.check_device(device)
+        arr = self.xp.asarray(x, dtype=dtype)
+        return jax.device_put(arr, self._device(device)) if device is not None else arr
+
+    def to_numpy(self, x):
+        return np.asarray(x)
+
+    def is_concrete(self, x):
+        import jax
+
+        return not isinstance(x, jax.core.Tracer)
+
+    def compile(self, fn):
+        import jax
+
+        return jax.jit(fn)
+
+    def vjp(self, fn, primals, cotangent):
+        import jax
+
+        out, pullback = jax.vjp(fn, *primals)
+        return out, pullback(cotangent)
+
+
+ADAPTER = JaxAdapter()

@@ -1,0 +1,115 @@
+"""Backend selection and its precedence.
+
+Highest first: an explicit ``backend=`` argument; ``with use_backend(...)``
+(a context variable, so threads and asyncio tasks do not leak into each
+other); ``set_backend(...)``; the ``MITHRIL_LOSSES_BACKEND`` environment
+variable; the config file (read, never written); otherwise the library of the
+input arrays, and NumPy for plain Python/NumPy input.
+
+The config file is ``$MITHRIL_LOSSES_CONFIG`` or
+``$XDG_CONFIG_HOME/mithril_losses/config.json`` (``~/.config/...``), a JSON
+object with the optional keys ``"backend"`` and ``"device"``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import _validation
+from .backends import canonical
+
+ENV_BACKEND = "MITHRIL_LOSSES_BACKEND"
+ENV_DEVICE = "MITHRIL_LOSSES_DEVICE"
+ENV_CONFIG = "MITHRIL_LOSSES_CONFIG"
+_FILE_KEYS = ("backend", "device")
+
+
+@dataclass(frozen=True)
+class Choice:
+    """A configured backend (None: infer from the inputs), its device, and where it came from."""
+
+    backend: str | None
+    device: str | None
+    source: str
+
+
+_context: contextvars.ContextVar[Choice | None] = contextvars.ContextVar("mithril_losses_backend", default=None)
+_global: Choice | None = None
+
+
+def config_path() -> Path:
+    if os.environ.get(ENV_CONFIG):
+        return Path(os.environ[ENV_CONFIG])
+    base = os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config"
+    return Path(base) / "mithril_losses" / "config.json"
+
+
+def read_config_file(path: Path | None = None) -> dict:
+    """The config file's settings ({} when there is none); malformed files raise, naming the file."""
+    path = config_path() if path is None else Path(path)
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise _validation.bad_config(str(path), f"not readable as JSON ({err}).") from None
+    if not isinstance(data, dict):
+        raise _validation.bad_config(str(path), f"expected a JSON object, got {type(data).__name__}.")
+    unknown = sorted(set(data) - set(_FILE_KEYS))
+    if unknown:
+        raise _validation.bad_config(str(path), f"unknown keys {unknown}; allowed: {list(_FILE_KEYS)}.")
+    for key in _FILE_KEYS:
+        if key in data and not isinstance(data[key], str):
+            raise _validation.bad_config(str(path), f"`{key}` must be a string, got {data[key]!r}.")
+    if "backend" in data:
+        try:
+            canonical(data["backend"])
+        except KeyError as err:
+            raise _validation.bad_config(str(path), err.args[0]) from None
+    return data
+
+
+def _choice(backend, device, source) -> Choice:
+    return Choice(None if backend is None else canonical(backend), None if device is None else str(device), source)
+
+
+def set_backend(backend: str | None, *, device: str | None = None) -> None:
+    """Process-wide default backend (None clears it, back to env/file/inference)."""
+    global _global
+    _global = None if backend is None else _choice(backend, device, "set_backend()")
+
+
+@contextlib.contextmanager
+def use_backend(backend: str, *, device: str | None = None):
+    """Use `backend` (and `device`) inside the block, for this thread or task only."""
+    token = _context.set(_choice(backend, device, "use_backend()"))
+    try:
+        yield
+    finally:
+        _context.reset(token)
+
+
+def configured(backend: str | None = None, device: str | None = None) -> Choice:
+    """The configured choice by precedence; ``backend=None`` in the result means infer."""
+    if backend is not None:
+        return _choice(backend, device, "backend= argument")
+    for choice in (_context.get(), _global):
+        if choice is not None:
+            return choice if device is None else Choice(choice.backend, str(device), choice.source)
+    if os.environ.get(ENV_BACKEND):
+        return _choice(os.environ[ENV_BACKEND], device or os.environ.get(ENV_DEVICE) or None,
+                       f"${ENV_BACKEND}")
+    settings = read_config_file()
+    if "backend" in settings:
+        return _choice(settings["backend"], device or settings.get("device"), str(config_path()))
+    return Choice(None, device, "inferred from the inputs")
+
+
+def get_backend() -> str | None:
+    """Name of the configured backend, or None when it is inferred from the inputs."""
+    return configured().backend

@@ -1,0 +1,165 @@
+"""Spec records and the registry: ``register``, ``get``, ``available``, ``from_config``."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from . import _validation
+from ._reduction import REDUCTIONS
+
+
+@dataclass(frozen=True)
+class Option:
+    """A keyword-only loss option: its default, a check that returns the normalised value, and a doc line."""
+
+    name: str
+    default: Any
+    doc: str
+    check: Callable[[str, Any], Any] | None = None
+
+    def normalise(self, value):
+        if self.check is None:
+            return value
+        out = self.check(self.name, value)
+        return value if out is None else out
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """A loosened or tightened tolerance for one dtype, with the reason."""
+
+    dtype: str
+    rtol: float
+    atol: float
+    reason: str
+
+
+@dataclass(frozen=True)
+class LossSpec:
+    """Everything the engine, conformance and docs know about one loss.
+
+    ``value(xp, *inputs, **options)`` returns the unreduced loss (per element
+    or per sample); ``vjp(xp, cotangent, *inputs, **options)`` returns a dict
+    input name -> gradient for every differentiable input; the optional
+    ``fused(xp, *inputs, **options)`` returns ``(value, pullback)`` sharing
+    intermediates. ``validate(xp, inputs, options, concrete)`` adds checks
+    beyond the default ones (``same_shape`` inputs, floating differentiable
+    inputs); value-dependent checks run only when ``concrete``.
+    ``sample(rng, options)`` draws valid float64 NumPy inputs away from kinks.
+    ``references`` maps a library name to ``fn(lib, inputs, options, reduction)``
+    computing the same reduced loss with that library.
+    """
+
+    name: str
+    family: str
+    summary: str
+    inputs: tuple[str, ...]
+    differentiable: tuple[str, ...]
+    value: Callable
+    vjp: Callable
+    formula: str
+    gradient: str
+    sample: Callable
+    fused: Callable | None = None
+    options: tuple[Option, ...] = ()
+    aliases: tuple[str, ...] = ()
+    predictions: tuple[str, ...] | None = None
+    same_shape: tuple[str, ...] | None = None
+    validate: Callable | None = None
+    reductions: tuple[str, ...] = REDUCTIONS
+    default_reduction: str = "mean"
+    references: dict = field(default_factory=dict)
+    literature: tuple[str, ...] = ()
+    tolerances: tuple[Tolerance, ...] = ()
+    notes: str = ""
+
+    @property
+    def prediction_inputs(self) -> tuple[str, ...]:
+        return self.predictions or self.differentiable[:1]
+
+    @property
+    def shape_matched(self) -> tuple[str, ...]:
+        return self.inputs if self.same_shape is None else self.same_shape
+
+    @property
+    def own_options(self) -> tuple[str, ...]:
+        return tuple(o.name for o in self.options)
+
+    @property
+    def option_names(self) -> tuple[str, ...]:
+        """``reduction``, the engine's reduction ``axis`` (unless the loss has its own ``axis``), the loss's options."""
+        engine = ("reduction",) if "axis" in self.own_options else ("reduction", "axis")
+        return engine + self.own_options
+
+    @property
+    def functional_names(self) -> tuple[str, ...]:
+        """Mithril-style function names: ``<name>_loss`` plus aliases that end in ``_loss``."""
+        own = self.name if self.name.endswith("_loss") else f"{self.name}_loss"
+        return (own,) + tuple(a for a in self.aliases if a.endswith("_loss") and a != own)
+
+
+_LOCK = threading.Lock()
+_SPECS: dict[str, LossSpec] = {}
+_NAMES: dict[str, str] = {}  # canonical names and aliases -> canonical name
+
+
+def register(spec: LossSpec, *, replace: bool = False) -> LossSpec:
+    """Add a loss (a user's own too) to the registry and to the functional names."""
+    from . import functional
+
+    with _LOCK:
+        taken = [n for n in (spec.name, *spec.aliases) if n in _NAMES and _NAMES[n] != spec.name]
+        if (spec.name in _SPECS or taken) and not replace:
+            raise _validation.not_registered(spec.name if spec.name in _SPECS else taken[0])
+        _SPECS[spec.name] = spec
+        for n in (spec.name, *spec.aliases):
+            _NAMES[n] = spec.name
+        functional.expose(spec)
+    return spec
+
+
+def spec(name: str) -> LossSpec:
+    """The spec of a loss by canonical name or alias."""
+    _load_builtin()
+    try:
+        return _SPECS[_NAMES[name]]
+    except (KeyError, TypeError):
+        raise _validation.unknown_name("loss", name, _NAMES) from None
+
+
+def available(family: str | None = None) -> list[str]:
+    """Sorted canonical names of the registered losses, optionally of one family."""
+    _load_builtin()
+    return sorted(n for n, s in _SPECS.items() if family is None or s.family == family)
+
+
+def families() -> list[str]:
+    _load_builtin()
+    return sorted({s.family for s in _SPECS.values()})
+
+
+def get(name: str, **options):
+    """A configured loss by canonical name or alias; unknown names raise KeyError with the closest names."""
+    from ._loss import Loss
+
+    return Loss(spec(name), **options)
+
+
+def from_config(config: dict):
+    """Rebuild a loss from ``Loss.to_config()``; only registered names and options are accepted."""
+    if not isinstance(config, dict) or not isinstance(config.get("name"), str):
+        raise _validation.bad_loss_config(config)
+    options = {k: v for k, v in config.items() if k != "name"}
+    return get(config["name"], **options)
+
+
+_loaded = False
+
+
+def _load_builtin() -> None:
+    global _loaded
+    if not _loaded:
+        _loaded = True
+        from . import losses  # noqa: F401  (registers the built-in families)
