@@ -94,7 +94,7 @@ class Loss:
         if call.where is not None:
             _validation.check_where(call.where, call.xp, shape)
         out, pullback = reduce(call.xp, unreduced, reduction=self.reduction, weight=call.weight,
-                               where=call.where, axis=axis)
+                               where=call.where, axis=axis, weighted_mean=self.spec.weighted_mean)
         assert tuple(out.shape) == output_shape(shape, self.reduction, axis)
         return out, pullback
 
@@ -158,7 +158,7 @@ class _Call:
         self.inputs = converted
 
     def _convert(self, arg, x, library, name):
-        if library == name and (self.device is None or self.adapter.device_of(x) == self.device):
+        if library == name and (self.device is None or self.adapter.device_of(x) in (None, self.device)):
             return x
         if library not in (None, "numpy", name):
             raise _validation.wrong_library(arg, library, name)
@@ -184,6 +184,8 @@ def _common_device(adapter, named, libraries, name):
         if libraries[n] != name:
             continue
         dev = adapter.device_of(x)
+        if dev is None:  # traced: no concrete device to compare
+            continue
         if first is None:
             first = (n, dev)
         elif dev != first[1]:

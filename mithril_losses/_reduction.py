@@ -19,11 +19,13 @@ def _per_element(xp, w, loss_shape):
     return w if fits else xp.reshape(w, tuple(w.shape) + (1,) * (len(loss_shape) - w.ndim))
 
 
-def reduce(xp, loss, *, reduction, weight=None, where=None, axis=None):
+def reduce(xp, loss, *, reduction, weight=None, where=None, axis=None, weighted_mean="weights"):
     """(reduced loss, pullback from the reduced loss's cotangent to ``loss``'s cotangent).
 
     ``axis`` (a tuple of normalised axes or None for all) restricts "mean" and
     "sum" to those axes; "batchmean" divides the total by ``loss.shape[0]``.
+    A weighted "mean" divides by the sum of the weights, or with
+    ``weighted_mean="count"`` by the number of (unmasked) elements.
     """
     shape = tuple(loss.shape)
     scale = None
@@ -34,6 +36,8 @@ def reduce(xp, loss, *, reduction, weight=None, where=None, axis=None):
         loss = xp.where(mask, loss, xp.zeros_like(loss))
         mask = xp.astype(mask, loss.dtype)
         scale = mask if scale is None else scale * mask
+    else:
+        mask = None
     scaled = loss if scale is None else loss * scale
 
     if reduction == "none":
@@ -46,7 +50,7 @@ def reduce(xp, loss, *, reduction, weight=None, where=None, axis=None):
     elif reduction == "batchmean":
         divisor = float(shape[0]) if shape else 1.0
     else:
-        divisor = _count(xp, scale, shape, axes, loss.dtype)
+        divisor = _count(xp, scale if weighted_mean == "weights" else mask, shape, axes)
     out = total if divisor is None else total / divisor
 
     def pullback(ct):
@@ -59,7 +63,7 @@ def reduce(xp, loss, *, reduction, weight=None, where=None, axis=None):
     return out, pullback
 
 
-def _count(xp, scale, shape, axes, dtype):
+def _count(xp, scale, shape, axes):
     """Denominator of a mean: element count, or the weights' sum (0 becomes 1: 0/0 := 0)."""
     if scale is None:
         n = 1

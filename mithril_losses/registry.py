@@ -48,8 +48,11 @@ class LossSpec:
     beyond the default ones (``same_shape`` inputs, floating differentiable
     inputs); value-dependent checks run only when ``concrete``.
     ``sample(rng, options)`` draws valid float64 NumPy inputs away from kinks.
-    ``references`` maps a library name to ``fn(lib, inputs, options, reduction)``
-    computing the same reduced loss with that library.
+    ``references`` maps a library name to ``fn(lib, inputs, options, reduction, weight)``
+    computing the same reduced loss with that library. ``option_cases`` are the
+    option sets conformance checks besides the defaults. A weighted mean
+    divides by the weights' sum, or by the element count when
+    ``weighted_mean="count"`` (PyTorch's huber_loss).
     """
 
     name: str
@@ -70,9 +73,11 @@ class LossSpec:
     validate: Callable | None = None
     reductions: tuple[str, ...] = REDUCTIONS
     default_reduction: str = "mean"
+    weighted_mean: str = "weights"
     references: dict = field(default_factory=dict)
     literature: tuple[str, ...] = ()
     tolerances: tuple[Tolerance, ...] = ()
+    option_cases: tuple[dict, ...] = ({},)
     notes: str = ""
 
     @property

@@ -43,6 +43,8 @@ class JaxAdapter(Adapter):
         return jax.devices(platform)[int(index or 0)]
 
     def device_of(self, x):
+        if not self.is_concrete(x):
+            return None  # a tracer has no concrete device; it runs where the compiled function runs
         (dev,) = x.devices()
         return "cpu" if dev.platform == "cpu" else f"{dev.platform}:{dev.id}"
 
