@@ -88,7 +88,7 @@ class Loss:
         shape = tuple(unreduced.shape)
         axis = None if self.axis is None else _validation.check_axis("axis", self.axis, len(shape))
         if self.reduction == "batchmean" and not shape:
-            raise ValueError(f"reduction='batchmean' of {self.name!r} needs a batch axis; the loss is a scalar.")
+            raise _validation.batchmean_of_scalar(self.name)
         if call.weight is not None:
             _validation.check_weight_shape(call.weight, shape)
         if call.where is not None:
@@ -114,8 +114,9 @@ class Loss:
         call = _Call(self, bound, weight, where, backend)
         spec = self.spec
         xp = call.xp
-        for name in spec.differentiable:
-            _validation.check_floating(name, call.inputs[name], xp)
+        for name in spec.inputs:
+            if name not in spec.label_inputs:
+                _validation.check_floating(name, call.inputs[name], xp)
         matched = spec.shape_matched
         for other in matched[1:]:
             _validation.check_same_shape(matched[0], call.inputs[matched[0]], other, call.inputs[other])

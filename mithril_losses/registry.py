@@ -45,8 +45,8 @@ class LossSpec:
     input name -> gradient for every differentiable input; the optional
     ``fused(xp, *inputs, **options)`` returns ``(value, pullback)`` sharing
     intermediates. ``validate(xp, inputs, options, concrete)`` adds checks
-    beyond the default ones (``same_shape`` inputs, floating differentiable
-    inputs); value-dependent checks run only when ``concrete``.
+    beyond the default ones (``same_shape`` inputs; floating inputs, except
+    the integer ``label_inputs``); value-dependent checks run only when ``concrete``.
     ``sample(rng, options)`` draws valid float64 NumPy inputs away from kinks.
     ``references`` maps a library name to ``fn(lib, inputs, options, reduction, weight)``
     computing the same reduced loss with that library. ``option_cases`` are the
@@ -78,6 +78,7 @@ class LossSpec:
     literature: tuple[str, ...] = ()
     tolerances: tuple[Tolerance, ...] = ()
     option_cases: tuple[dict, ...] = ({},)
+    label_inputs: tuple[str, ...] = ()
     notes: str = ""
 
     @property

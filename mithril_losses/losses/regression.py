@@ -119,13 +119,14 @@ def _optax_huber(optax, inputs, options, reduction, weight=None):
 register(LossSpec(
     name="huber", family=FAMILY, summary="Huber loss: quadratic near zero, linear beyond delta.",
     inputs=("input", "target"), differentiable=("input", "target"),
-    value=huber_value, vjp=huber_vjp, fused=huber_fused,
+    value=huber_value, vjp=huber_vjp, fused=huber_fused, weighted_mean="count",
     options=(Option("delta", 1.0, "Residual where the loss turns linear (> 0).", number(low=0, low_open=True)),),
     formula=r"\ell = \tfrac12 r^2\ (|r|\le\delta),\quad \delta(|r| - \tfrac12\delta)\ \text{otherwise}",
     gradient=r"\partial\ell/\partial x = \operatorname{clip}(r, -\delta, \delta) = -\partial\ell/\partial y",
     sample=residual_sampler(kinks=lambda o: (-o["delta"], o["delta"])),
     aliases=("huber_loss",),
     references={"torch": _torch_ref("huber_loss"), "optax": _optax_huber},
+    option_cases=({}, {"delta": 0.5}, {"delta": 2.5}),
     literature=("Huber, Robust Estimation of a Location Parameter (1964)",),
 ))
 
@@ -158,6 +159,7 @@ register(LossSpec(
     sample=residual_sampler(kinks=lambda o: (-o["beta"], 0.0, o["beta"])),
     aliases=("smooth_l1_loss",),
     references={"torch": _torch_ref("smooth_l1_loss")},
+    option_cases=({}, {"beta": 0.5}, {"beta": 0.0}),
     literature=("Girshick, Fast R-CNN (2015)",),
 ))
 
@@ -187,6 +189,7 @@ register(LossSpec(
     gradient=r"\partial\ell/\partial x = \alpha\, r\,(r^2+\varepsilon^2)^{\alpha/2-1}",
     sample=residual_sampler(kinks=lambda o: ()),
     aliases=("charbonnier_loss",),
+    option_cases=({}, {"epsilon": 0.1, "alpha": 0.5}),
     literature=("Charbonnier et al., Two deterministic half-quadratic regularization algorithms (1994)",),
 ))
 
@@ -363,6 +366,7 @@ register(LossSpec(
     gradient=r"\partial\ell/\partial x = \frac{20}{\ln 10\, M\,\mathrm{MSE}}\,(x - y)",
     sample=residual_sampler(kinks=lambda o: (), target=(0.0, 1.0), residual=(-0.3, 0.3)),
     aliases=("psnr_loss",),
+    option_cases=({}, {"max_value": 255.0, "axis": (1,)}),
     literature=("Artifex psnr_loss; Huynh-Thu & Ghanbari, Scope of validity of PSNR (2008)",),
     notes="MSE is floored at 1e-10 max_value^2 (PSNR capped at 100 dB) so identical images give a finite value and a zero gradient.",
 ))
@@ -417,6 +421,7 @@ register(LossSpec(
     gradient=r"\partial\ell/\partial x = -q\ (u>0),\ 1-q\ (u<0),\ 0\ (u=0)",
     sample=_sample_pinball,
     aliases=("quantile", "pinball_loss", "quantile_loss", "mq"),
+    option_cases=({}, {"quantile": 0.1}, {"quantile": (0.1, 0.5, 0.9)}),
     literature=("Koenker & Bassett, Regression Quantiles (1978); Wen et al., A Multi-Horizon Quantile Recurrent Forecaster (2017)",),
 ))
 
@@ -463,6 +468,7 @@ register(LossSpec(
     gradient=r"\partial\ell/\partial x = \operatorname{sign}(x - y)/s",
     sample=_sample_mase,
     aliases=("mase_loss", "mean_absolute_scaled_error"),
+    option_cases=({}, {"seasonality": 3}),
     literature=("Hyndman & Koehler, Another look at measures of forecast accuracy (2006)",),
     notes="`insample` is the history each forecast series was fitted on, time on the last axis; its leading dimensions match the input's.",
 ))
