@@ -159,12 +159,12 @@ class _Call:
         self.inputs = converted
 
     def _convert(self, arg, x, library, name):
-        if library == name and (self.device is None or self.adapter.device_of(x) in (None, self.device)):
+        if library == name and (self.device is None or self.adapter.on_device(x, self.device)):
             return x
         if library not in (None, "numpy", name):
             raise _validation.wrong_library(arg, library, name)
         if library == name:
-            return self.adapter.asarray(self.adapter.to_numpy(x), device=self.device)
+            return self.adapter.to_device(x, self.device)
         return self.adapter.asarray(x if library == "numpy" else np.asarray(x), device=self.device)
 
     def convert(self, arg, x):

@@ -27,6 +27,11 @@ def unknown_name(kind: str, name: str, known: Iterable[str]) -> KeyError:
     return KeyError(f"Unknown {kind} {name!r}.{hint} Available: {', '.join(known)}.")
 
 
+def from_source(error: KeyError, source: str) -> KeyError:
+    """The same unknown-name error, saying where the name came from (an environment variable)."""
+    return KeyError(f"{error.args[0]} (It was set by {source}.)")
+
+
 def check_option_names(loss: str, given: Iterable[str], allowed: Sequence[str]) -> None:
     for name in given:
         if name not in allowed:
@@ -242,6 +247,10 @@ def check_reduction(loss: str, reduction, allowed: Sequence[str]) -> None:
         raise ValueError(
             f"`reduction` of {loss!r} must be one of {', '.join(map(repr, allowed))}; got {reduction!r}."
         )
+
+
+def batchmean_of_scalar(loss: str) -> ValueError:
+    return ValueError(f"`reduction` 'batchmean' of {loss!r} needs a batch axis; the unreduced loss is a scalar.")
 
 
 def not_registered(name: str) -> ValueError:

@@ -102,6 +102,10 @@ def configured(backend: str | None = None, device: str | None = None) -> Choice:
         if choice is not None:
             return choice if device is None else Choice(choice.backend, str(device), choice.source)
     if os.environ.get(ENV_BACKEND):
+        try:
+            canonical(os.environ[ENV_BACKEND])
+        except KeyError as err:
+            raise _validation.from_source(err, f"${ENV_BACKEND}") from None
         return _choice(os.environ[ENV_BACKEND], device or os.environ.get(ENV_DEVICE) or None,
                        f"${ENV_BACKEND}")
     settings = read_config_file()

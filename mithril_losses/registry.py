@@ -115,6 +115,7 @@ def register(spec: LossSpec, *, replace: bool = False) -> LossSpec:
     """Add a loss (a user's own too) to the registry and to the functional names."""
     from . import functional
 
+    _load_builtin()  # a user's loss goes in after the built-ins, so a clash is seen now, not at first lookup
     with _LOCK:
         taken = [n for n in (spec.name, *spec.aliases) if n in _NAMES and _NAMES[n] != spec.name]
         if (spec.name in _SPECS or taken) and not replace:
@@ -162,10 +163,22 @@ def from_config(config: dict):
 
 
 _loaded = False
+_loading = False  # set while the lock's holder imports the families
+_LOADING = threading.RLock()
 
 
 def _load_builtin() -> None:
-    global _loaded
-    if not _loaded:
-        _loaded = True
-        from . import losses  # noqa: F401  (registers the built-in families)
+    """Register the built-in families once; other threads wait until all of them are there."""
+    global _loaded, _loading
+    if _loaded:
+        return
+    with _LOADING:
+        if _loaded or _loading:  # _loading: this very thread is importing them (a re-entrant lookup)
+            return
+        _loading = True
+        try:
+            from . import losses  # noqa: F401  (registers the built-in families)
+
+            _loaded = True
+        finally:
+            _loading = False

@@ -39,6 +39,7 @@ def get_adapter(name: str) -> Adapter:
         module, extra, _ = BACKENDS[key]
         try:
             adapter = importlib.import_module(f".{module}", __name__).ADAPTER
+            adapter.xp  # noqa: B018  (imports the framework itself: a missing one fails here, with the extra to install)
         except ImportError as err:
             raise _validation.backend_missing(key, extra, err) from err
         _ADAPTERS[key] = adapter

@@ -38,10 +38,16 @@ class Adapter:
         return ["cpu"]
 
     def device_of(self, x):
+        """Device name of `x`, or None where it has none yet (a tracer)."""
         return "cpu"
 
     def default_device(self):
         return None
+
+    def on_device(self, x, device) -> bool:
+        """Whether `x` already lies on `device` (a tracer counts as being there)."""
+        dev = self.device_of(x)
+        return dev is None or dev == str(device)
 
     def check_device(self, device) -> None:
         if device is not None and str(device) not in self.devices():
@@ -54,6 +60,10 @@ class Adapter:
 
     def to_numpy(self, x) -> np.ndarray:
         return np.asarray(x)
+
+    def to_device(self, x, device):
+        """`x`, an array of this library, moved to `device`."""
+        return self.asarray(self.to_numpy(x), device=device)
 
     # -- tracing, compiling, autodiff ----------------------------------------
     def is_concrete(self, x) -> bool:

@@ -48,6 +48,19 @@ class JaxAdapter(Adapter):
         (dev,) = x.devices()
         return "cpu" if dev.platform == "cpu" else f"{dev.platform}:{dev.id}"
 
+    def on_device(self, x, device):
+        if not self.is_concrete(x):
+            return True
+        (dev,) = x.devices()
+        platform, _, index = str(device).partition(":")
+        platform = {"cuda": "gpu"}.get(platform, platform)
+        return dev.platform == platform and (not index or dev.id == int(index))
+
+    def to_device(self, x, device):
+        import jax
+
+        return jax.device_put(x, self._device(device))
+
     def asarray(self, x, *, dtype=None, device=None):
         import jax
 

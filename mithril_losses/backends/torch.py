@@ -30,6 +30,15 @@ class TorchAdapter(Adapter):
     def device_of(self, x):
         return str(x.device)
 
+    def on_device(self, x, device):
+        import torch
+
+        want = torch.device(device)  # "cuda" is any CUDA device, "cuda:1" that one
+        return x.device.type == want.type and (want.index is None or x.device.index == want.index)
+
+    def to_device(self, x, device):
+        return x.to(device)  # device to device, keeping autograd history
+
     def asarray(self, x, *, dtype=None, device=None):
         import torch
 
