@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import _validation, backends, config
-from ._reduction import output_shape, reduce
+from ._reduction import per_element, reduce
 
 
 class Loss:
@@ -85,18 +85,8 @@ class Loss:
         return unreduced, lambda ct: spec.vjp(call.xp, ct, **call.inputs, **self.options)
 
     def _reduce(self, call, unreduced):
-        shape = tuple(unreduced.shape)
-        axis = None if self.axis is None else _validation.check_axis("axis", self.axis, len(shape))
-        if self.reduction == "batchmean" and not shape:
-            raise _validation.batchmean_of_scalar(self.name)
-        if call.weight is not None:
-            _validation.check_weight_shape(call.weight, shape)
-        if call.where is not None:
-            _validation.check_where(call.where, call.xp, shape)
-        out, pullback = reduce(call.xp, unreduced, reduction=self.reduction, weight=call.weight,
-                               where=call.where, axis=axis, weighted_mean=self.spec.weighted_mean)
-        assert tuple(out.shape) == output_shape(shape, self.reduction, axis)
-        return out, pullback
+        return reduce(call.xp, unreduced, reduction=self.reduction, weight=call.weight, where=call.where,
+                      axis=call.axis, weighted_mean=self.spec.weighted_mean)
 
     def _gradients(self, call, grads):
         xp = call.xp
@@ -106,6 +96,9 @@ class Loss:
             g = grads[name]
             if tuple(g.shape) != tuple(x.shape):
                 g = _unbroadcast(xp, g, tuple(x.shape))
+            if call.where is not None and self.spec.elementwise:
+                # a masked element's gradient is 0 even where the loss there is not finite
+                g = xp.where(xp.broadcast_to(per_element(xp, call.where, g.shape), g.shape), g, xp.zeros_like(g))
             out[name] = g if g.dtype == x.dtype else xp.astype(g, x.dtype)
         return out
 
@@ -123,6 +116,14 @@ class Loss:
         if spec.validate is not None:
             concrete = all(call.adapter.is_concrete(x) for x in call.inputs.values())
             spec.validate(xp, call.inputs, self.options, concrete)
+        shape = spec.loss_shape(call.inputs, self.options)
+        call.axis = None if self.axis is None else _validation.check_axis("axis", self.axis, len(shape))
+        if self.reduction == "batchmean" and not shape:
+            raise _validation.batchmean_of_scalar(self.name)
+        if call.weight is not None:
+            _validation.check_weight_shape(call.weight, shape)
+        if call.where is not None:
+            _validation.check_where(call.where, xp, shape)
         return call
 
 
@@ -137,7 +138,7 @@ def _unbroadcast(xp, g, shape):
 class _Call:
     """One call's backend, namespace and converted arrays."""
 
-    __slots__ = ("adapter", "xp", "device", "inputs", "weight", "where")
+    __slots__ = ("adapter", "xp", "device", "inputs", "weight", "where", "axis")
 
     def __init__(self, loss, bound, weight, where, backend):
         choice = config.configured(backend)

@@ -13,7 +13,7 @@ REDUCTIONS = ("none", "mean", "sum")
 ALL_REDUCTIONS = REDUCTIONS + ("batchmean",)
 
 
-def _per_element(xp, w, loss_shape):
+def per_element(xp, w, loss_shape):
     """Weights/masks that fit NumPy broadcasting are used as they are; others are per sample."""
     fits = w.ndim <= len(loss_shape) and all(a in (1, b) for a, b in zip(reversed(w.shape), reversed(loss_shape)))
     return w if fits else xp.reshape(w, tuple(w.shape) + (1,) * (len(loss_shape) - w.ndim))
@@ -30,9 +30,9 @@ def reduce(xp, loss, *, reduction, weight=None, where=None, axis=None, weighted_
     shape = tuple(loss.shape)
     scale = None
     if weight is not None:
-        scale = xp.astype(_per_element(xp, weight, shape), loss.dtype)
+        scale = xp.astype(per_element(xp, weight, shape), loss.dtype)
     if where is not None:
-        mask = _per_element(xp, where, shape)
+        mask = per_element(xp, where, shape)
         loss = xp.where(mask, loss, xp.zeros_like(loss))
         mask = xp.astype(mask, loss.dtype)
         scale = mask if scale is None else scale * mask
@@ -72,12 +72,3 @@ def _count(xp, scale, shape, axes):
         return float(max(n, 1))
     total = xp.sum(xp.broadcast_to(scale, shape), axis=axes)
     return xp.where(total == 0, xp.ones_like(total), total)
-
-
-def output_shape(shape, reduction, axis):
-    """Shape of the reduced output for an unreduced loss of ``shape``."""
-    if reduction == "none":
-        return tuple(shape)
-    if axis is None or reduction == "batchmean":
-        return ()
-    return tuple(n for i, n in enumerate(shape) if i not in axis)

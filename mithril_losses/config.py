@@ -49,11 +49,31 @@ def config_path() -> Path:
     return Path(base) / "mithril_losses" / "config.json"
 
 
+_file_cache: dict = {}
+
+
 def read_config_file(path: Path | None = None) -> dict:
-    """The config file's settings ({} when there is none); malformed files raise, naming the file."""
+    """The config file's settings ({} when there is none); malformed files raise, naming the file.
+
+    A file named by ``$MITHRIL_LOSSES_CONFIG`` must exist. Contents are cached
+    per path and modification time, so the call path pays one ``stat``.
+    """
+    explicit = path is not None or bool(os.environ.get(ENV_CONFIG))
     path = config_path() if path is None else Path(path)
-    if not path.is_file():
+    try:
+        stamp = path.stat().st_mtime_ns
+    except OSError:
+        if explicit:
+            raise _validation.bad_config(str(path), "the file does not exist.") from None
         return {}
+    cached = _file_cache.get(path)
+    if cached is not None and cached[0] == stamp:
+        return cached[1]
+    _file_cache[path] = (stamp, _parse_config_file(path))
+    return _file_cache[path][1]
+
+
+def _parse_config_file(path: Path) -> dict:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
@@ -111,7 +131,7 @@ def configured(backend: str | None = None, device: str | None = None) -> Choice:
     settings = read_config_file()
     if "backend" in settings:
         return _choice(settings["backend"], device or settings.get("device"), str(config_path()))
-    return Choice(None, device, "inferred from the inputs")
+    return Choice(None, device or settings.get("device"), "inferred from the inputs")
 
 
 def get_backend() -> str | None:

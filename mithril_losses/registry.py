@@ -47,6 +47,9 @@ class LossSpec:
     intermediates. ``validate(xp, inputs, options, concrete)`` adds checks
     beyond the default ones (``same_shape`` inputs; floating inputs, except
     the integer ``label_inputs``); value-dependent checks run only when ``concrete``.
+    ``output_shape(shapes, options)`` gives the unreduced loss's shape from the
+    input shapes, so weights and masks are checked before any arithmetic; None
+    marks an elementwise loss (the shape of the first input).
     ``sample(rng, options)`` draws valid float64 NumPy inputs away from kinks.
     ``references`` maps a library name to ``fn(lib, inputs, options, reduction, weight)``
     computing the same reduced loss with that library. ``option_cases`` are the
@@ -79,11 +82,22 @@ class LossSpec:
     tolerances: tuple[Tolerance, ...] = ()
     option_cases: tuple[dict, ...] = ({},)
     label_inputs: tuple[str, ...] = ()
+    output_shape: Callable | None = None
     notes: str = ""
 
     @property
     def prediction_inputs(self) -> tuple[str, ...]:
         return self.predictions or self.differentiable[:1]
+
+    @property
+    def elementwise(self) -> bool:
+        return self.output_shape is None
+
+    def loss_shape(self, inputs: dict, options: dict) -> tuple:
+        """Shape of the unreduced loss for these inputs."""
+        if self.output_shape is None:
+            return tuple(inputs[self.inputs[0]].shape)
+        return tuple(self.output_shape({n: tuple(x.shape) for n, x in inputs.items()}, options))
 
     @property
     def shape_matched(self) -> tuple[str, ...]:

@@ -356,10 +356,16 @@ def _check_psnr(xp, inputs, options, concrete):
     _sample_axes(inputs["input"].ndim, options["axis"])
 
 
+def _psnr_shape(shapes, options):
+    shape = shapes["input"]
+    axes = _sample_axes(len(shape), options["axis"])
+    return tuple(n for i, n in enumerate(shape) if i not in axes)
+
+
 register(LossSpec(
     name="psnr", family=FAMILY, summary="Negative peak signal-to-noise ratio per sample (dB).",
     inputs=("input", "target"), differentiable=("input", "target"),
-    value=psnr_value, vjp=psnr_vjp, validate=_check_psnr,
+    value=psnr_value, vjp=psnr_vjp, validate=_check_psnr, output_shape=_psnr_shape,
     options=(Option("max_value", 1.0, "Peak signal value (> 0), e.g. 1.0 or 255.0.", number(low=0, low_open=True)),
              Option("axis", None, "Axes of one sample; None: all but the first (all, for 1-D input).")),
     formula=r"\ell = -\mathrm{PSNR} = 10\log_{10}\max(\mathrm{MSE}, 10^{-10} m^2) - 20\log_{10} m",
@@ -531,7 +537,7 @@ register(LossSpec(
     summary="Scale-and-shift invariant L1 per sample (MiDaS depth loss).",
     inputs=("input", "target"), differentiable=("input", "target"),
     value=affine_invariant_value, vjp=affine_invariant_vjp, fused=affine_invariant_fused,
-    validate=_check_affine,
+    validate=_check_affine, output_shape=lambda shapes, options: shapes["input"][:1],
     options=(Option("epsilon", 1e-6, "Added to each scale (> 0), for constant maps.", number(low=0, low_open=True)),),
     formula=r"\ell = \tfrac1P\sum_i |n(x)_i - n(y)_i|,\ n(d) = \frac{d - \operatorname{med}(d)}{\tfrac1P\sum_j|d_j - \operatorname{med}(d)| + \varepsilon}",
     gradient=r"\text{through } n:\ \partial n/\partial d \text{ with the median's one-hot (two halves for even } P)",
