@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import functools
 import json
 import os
 from dataclasses import dataclass
@@ -43,10 +44,15 @@ _global: Choice | None = None
 
 
 def config_path() -> Path:
-    if os.environ.get(ENV_CONFIG):
-        return Path(os.environ[ENV_CONFIG])
-    base = os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config"
-    return Path(base) / "mithril_losses" / "config.json"
+    env = os.environ
+    return _path_for(env.get(ENV_CONFIG), env.get("XDG_CONFIG_HOME"), env.get("HOME"))
+
+
+@functools.lru_cache(maxsize=16)
+def _path_for(explicit, xdg, home) -> Path:
+    if explicit:
+        return Path(explicit)
+    return Path(xdg or Path.home() / ".config") / "mithril_losses" / "config.json"
 
 
 _file_cache: dict = {}
