@@ -17,7 +17,6 @@ generated file differs from what the registry gives now.
 from __future__ import annotations
 
 import argparse
-import builtins
 import json
 import re
 import sys
@@ -36,7 +35,6 @@ LIBRARIES = {"torch": "PyTorch", "optax": "optax", "keras": "Keras", "sklearn": 
              "scipy": "SciPy", "mlx": "MLX", "jax": "JAX", "torchvision": "torchvision"}
 TABLE_LIBRARIES = ("torch", "optax")  # listed first in the tables' Equivalents column
 # Attribute names that may stand between a library and its loss function (torch.nn.functional.x).
-_NAMESPACE_WORDS = {"nn", "functional", "losses", "loss", "metrics", "ops", "special", "_loss", "numpy"}
 ENGINE_CALL_KEYWORDS = ("weight", "where", "backend")
 
 
@@ -90,60 +88,14 @@ def options_cell(spec) -> str:
     return ", ".join(_code(f"{o.name}={_default(o.default)}") for o in spec.options)
 
 
-def _code_strings(fn):
-    """Names and string constants a reference function uses, in order (closures and nested code included)."""
-    seen: list[str] = []
-    code = getattr(fn, "__code__", None)
-    stack = [code] if code is not None else []
-    while stack:
-        co = stack.pop(0)
-        seen.extend(n for n in co.co_names if not hasattr(builtins, n))
-        for const in co.co_consts:
-            if isinstance(const, str):
-                seen.append(const)
-            elif hasattr(const, "co_names"):
-                stack.append(const)
-    for cell in getattr(fn, "__closure__", None) or ():
-        try:
-            value = cell.cell_contents
-        except ValueError:  # empty cell
-            continue
-        if isinstance(value, str):
-            seen.append(value)
-    return seen
-
-
-def reference_name(spec, library: str) -> str | None:
-    """The qualified name of ``library``'s function that ``spec.references[library]`` calls, when it can be told.
-
-    A reference function may say it itself with a ``reference_name`` attribute;
-    otherwise the loss's own names (canonical and aliases) are looked up among
-    the names the function uses, with the namespace attributes just before it
-    (``torch.nn.functional.mse_loss``, ``optax.losses.huber_loss``).
-    """
-    fn = spec.references[library]
-    explicit = getattr(fn, "reference_name", None)
-    if explicit:
-        return str(explicit)
-    own = (spec.name, *spec.aliases)
-    used = _code_strings(fn)
-    for i, word in enumerate(used):
-        if word not in own:
-            continue
-        path = []
-        for prev in reversed(used[:i]):
-            if prev in _NAMESPACE_WORDS:
-                path.insert(0, prev)
-            elif path or prev in own:
-                break
-        return ".".join([library, *path, word])
-    return None
+def reference_name(spec, library: str) -> str:
+    """The qualified name of ``library``'s implementation of the loss."""
+    return spec.references[library].name
 
 
 def reference_short(spec, library: str) -> str:
-    """The reference function's own name (``mse_loss``), or ``yes`` when it cannot be told."""
-    name = reference_name(spec, library)
-    return _code(name.rsplit(".", 1)[-1]) if name else "yes"
+    """The reference function's own name, e.g. ``mse_loss``."""
+    return _code(reference_name(spec, library).rsplit(".", 1)[-1])
 
 
 def _link(spec, base: str) -> str:
@@ -300,8 +252,7 @@ def loss_page(spec) -> str:
         lines += ["## Reference implementations", "",
                   "The conformance suite checks values and gradients against:", ""]
         for lib in sorted(spec.references):
-            name = reference_name(spec, lib)
-            lines.append(f"- {LIBRARIES.get(lib, lib)}" + (f": {_code(name)}" if name else ""))
+            lines.append(f"- {LIBRARIES.get(lib, lib)}: {_code(reference_name(spec, lib))}")
         lines.append("")
 
     if spec.tolerances:

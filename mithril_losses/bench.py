@@ -193,10 +193,7 @@ def _torch_pairs(loss, spec, x, y):
 
 
 def _torch_name(spec) -> str:
-    from ._docgen import reference_name
-
-    full = reference_name(spec, "torch")
-    return full.rsplit(".", 1)[-1] if full else spec.name
+    return spec.references["torch"].name.rsplit(".", 1)[-1]
 
 
 def _jax_pairs(loss, spec, x, y):

@@ -27,6 +27,21 @@ class Option:
 
 
 @dataclass(frozen=True)
+class Reference:
+    """Another library's implementation of a loss: its qualified name and a caller.
+
+    ``call(lib, inputs, options, reduction, weight)`` computes the reduced loss
+    with that library (``lib`` is its imported top-level module).
+    """
+
+    name: str
+    call: Callable
+
+    def __call__(self, *args):
+        return self.call(*args)
+
+
+@dataclass(frozen=True)
 class Tolerance:
     """A loosened or tightened tolerance for one dtype, with the reason."""
 
@@ -51,8 +66,8 @@ class LossSpec:
     input shapes, so weights and masks are checked before any arithmetic; None
     marks an elementwise loss (the shape of the first input).
     ``sample(rng, options)`` draws valid float64 NumPy inputs away from kinks.
-    ``references`` maps a library name to ``fn(lib, inputs, options, reduction, weight)``
-    computing the same reduced loss with that library. ``option_cases`` are the
+    ``references`` maps a library name to a ``Reference`` computing the same
+    reduced loss with that library. ``option_cases`` are the
     option sets conformance checks besides the defaults. A weighted mean
     divides by the weights' sum, or by the element count when
     ``weighted_mean="count"`` (PyTorch's huber_loss).

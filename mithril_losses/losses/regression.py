@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 
 from .. import _numerics, _validation
-from ..registry import LossSpec, Option, register
+from ..registry import LossSpec, Option, Reference, register
 from ._common import away_from, integer, number, number_or_numbers, residual_sampler
 
 FAMILY = "regression"
@@ -39,12 +39,12 @@ def mse_fused(xp, input, target):
     return r * r, lambda ct: _pair(2.0 * ct * r)
 
 
-def _torch_ref(fname, **fixed):
-    def ref(torch, inputs, options, reduction, weight=None):
-        fn = getattr(torch.nn.functional, fname)
+def _torch_ref(fname):
+    def call(torch, inputs, options, reduction, weight=None):
         extra = {} if weight is None else {"weight": weight}
-        return fn(inputs["input"], inputs["target"], reduction=reduction, **fixed, **options, **extra)
-    return ref
+        fn = getattr(torch.nn.functional, fname)
+        return fn(inputs["input"], inputs["target"], reduction=reduction, **options, **extra)
+    return Reference(f"torch.nn.functional.{fname}", call)
 
 
 register(LossSpec(
@@ -125,7 +125,7 @@ register(LossSpec(
     gradient=r"\partial\ell/\partial x = \operatorname{clip}(r, -\delta, \delta) = -\partial\ell/\partial y",
     sample=residual_sampler(kinks=lambda o: (-o["delta"], o["delta"])),
     aliases=("huber_loss",),
-    references={"torch": _torch_ref("huber_loss"), "optax": _optax_huber},
+    references={"torch": _torch_ref("huber_loss"), "optax": Reference("optax.losses.huber_loss", _optax_huber)},
     option_cases=({}, {"delta": 0.5}, {"delta": 2.5}),
     literature=("Huber, Robust Estimation of a Location Parameter (1964)",),
 ))
@@ -218,7 +218,7 @@ register(LossSpec(
     gradient=r"\partial\ell/\partial x = \tanh r = -\partial\ell/\partial y",
     sample=residual_sampler(kinks=lambda o: ()),
     aliases=("log_cosh_loss", "logcosh"),
-    references={"optax": _optax_log_cosh},
+    references={"optax": Reference("optax.losses.log_cosh", _optax_log_cosh)},
     literature=("Saleh & Saleh, Statistical properties of the log-cosh loss function (2022)",),
 ))
 
