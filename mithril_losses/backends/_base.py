@@ -41,9 +41,6 @@ class Adapter:
         """Device name of `x`, or None where it has none yet (a tracer)."""
         return "cpu"
 
-    def default_device(self):
-        return None
-
     def on_device(self, x, device) -> bool:
         """Whether `x` already lies on `device` (a tracer counts as being there)."""
         dev = self.device_of(x)

@@ -33,14 +33,22 @@ class JaxAdapter(Adapter):
             names += [platform] + [f"{platform}:{d.id}" for d in found]
         return names
 
+    @staticmethod
+    def _split(device):
+        """(platform, index or None); PyTorch's "cuda" names JAX's "gpu"."""
+        platform, _, index = str(device).partition(":")
+        return {"cuda": "gpu"}.get(platform, platform), int(index) if index else None
+
+    def check_device(self, device):
+        if device is not None:
+            platform, index = self._split(device)
+            super().check_device(platform if index is None else f"{platform}:{index}")
+
     def _device(self, device):
         import jax
 
-        if device is None:
-            return None
-        platform, _, index = str(device).partition(":")
-        platform = {"cuda": "gpu"}.get(platform, platform)
-        return jax.devices(platform)[int(index or 0)]
+        platform, index = self._split(device)
+        return jax.devices(platform)[index or 0]
 
     def device_of(self, x):
         if not self.is_concrete(x):
@@ -52,9 +60,8 @@ class JaxAdapter(Adapter):
         if not self.is_concrete(x):
             return True
         (dev,) = x.devices()
-        platform, _, index = str(device).partition(":")
-        platform = {"cuda": "gpu"}.get(platform, platform)
-        return dev.platform == platform and (not index or dev.id == int(index))
+        platform, index = self._split(device)
+        return dev.platform == platform and index in (None, dev.id)
 
     def to_device(self, x, device):
         import jax
