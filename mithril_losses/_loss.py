@@ -85,8 +85,12 @@ class Loss:
         return unreduced, lambda ct: spec.vjp(call.xp, ct, **call.inputs, **self.options)
 
     def _reduce(self, call, unreduced):
+        spec = self.spec
+        mean_weights = None
+        if self.reduction == "mean" and spec.mean_weights is not None:
+            mean_weights = spec.mean_weights(call.xp, **call.inputs, **self.options)
         return reduce(call.xp, unreduced, reduction=self.reduction, weight=call.weight, where=call.where,
-                      axis=call.axis, weighted_mean=self.spec.weighted_mean)
+                      axis=call.axis, weighted_mean=spec.weighted_mean, mean_weights=mean_weights)
 
     def _gradients(self, call, grads):
         xp = call.xp
@@ -103,18 +107,20 @@ class Loss:
         return out
 
     def _prepare(self, args, inputs, weight, where, backend):
-        bound = _validation.bind_arguments(self.name, self.spec.inputs, args, inputs)
-        call = _Call(self, bound, weight, where, backend)
         spec = self.spec
+        if "weight" in spec.inputs and weight is not None:  # the loss's own weight (class weights)
+            inputs, weight = {**inputs, "weight": weight}, None
+        bound = _validation.bind_arguments(self.name, spec.inputs, args, inputs, spec.optional_inputs)
+        call = _Call(self, bound, weight, where, backend)
         xp = call.xp
         for name in spec.inputs:
-            if name not in spec.label_inputs:
+            if name not in spec.label_inputs and call.inputs[name] is not None:
                 _validation.check_floating(name, call.inputs[name], xp)
         matched = spec.shape_matched
         for other in matched[1:]:
             _validation.check_same_shape(matched[0], call.inputs[matched[0]], other, call.inputs[other])
         if spec.validate is not None:
-            concrete = all(call.adapter.is_concrete(x) for x in call.inputs.values())
+            concrete = all(call.adapter.is_concrete(x) for x in call.inputs.values() if x is not None)
             spec.validate(xp, call.inputs, self.options, concrete)
         shape = spec.loss_shape(call.inputs, self.options)
         call.axis = None if self.axis is None else _validation.check_axis("axis", self.axis, len(shape))
@@ -142,22 +148,18 @@ class _Call:
 
     def __init__(self, loss, bound, weight, where, backend):
         choice = config.configured(backend)
-        named = dict(bound)
-        if weight is not None:
-            named["weight"] = weight
-        if where is not None:
-            named["where"] = where
-        libraries = {n: backends.library_of(x) for n, x in named.items()}
-        name = choice.backend or _infer(libraries)
+        extras = [(n, x) for n, x in (("weight", weight), ("where", where)) if x is not None]
+        arrays = [(n, x, backends.library_of(x)) for n, x in (*bound.items(), *extras)]
+        name = choice.backend or _infer(arrays)
         adapter = backends.get_adapter(name)
         self.adapter, self.xp = adapter, adapter.xp
         if choice.device is not None:
             adapter.check_device(choice.device)
-        self.device = choice.device or _common_device(adapter, named, libraries, name)
-        converted = {n: self._convert(n, x, libraries[n], name) for n, x in named.items()}
-        self.weight = converted.pop("weight", None)
-        self.where = converted.pop("where", None)
-        self.inputs = converted
+        self.device = choice.device or _common_device(adapter, arrays, name)
+        converted = {n: self._convert(n, x, lib, name) for n, x, lib in arrays[: len(bound)]}
+        self.inputs = {n: converted.get(n) for n in loss.spec.inputs}
+        extra = {n: self._convert(n, x, lib, name) for n, x, lib in arrays[len(bound):]}
+        self.weight, self.where = extra.get("weight"), extra.get("where")
 
     def _convert(self, arg, x, library, name):
         if library == name and (self.device is None or self.adapter.on_device(x, self.device)):
@@ -172,18 +174,18 @@ class _Call:
         return self._convert(arg, x, backends.library_of(x), self.adapter.name)
 
 
-def _infer(libraries):
-    tensors = [(n, lib) for n, lib in libraries.items() if lib not in (None, "numpy")]
+def _infer(arrays):
+    tensors = [(n, lib) for n, _, lib in arrays if lib not in (None, "numpy")]
     for n, lib in tensors[1:]:
         if lib != tensors[0][1]:
             raise _validation.mixed_libraries(tensors[0], (n, lib))
     return tensors[0][1] if tensors else "numpy"
 
 
-def _common_device(adapter, named, libraries, name):
+def _common_device(adapter, arrays, name):
     first = None
-    for n, x in named.items():
-        if libraries[n] != name:
+    for n, x, lib in arrays:
+        if lib != name:
             continue
         dev = adapter.device_of(x)
         if dev is None:  # traced: no concrete device to compare

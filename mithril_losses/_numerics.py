@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 
+import array_api_compat
+
 LOG2 = math.log(2.0)
 LN10 = math.log(10.0)
 
@@ -39,3 +41,64 @@ def median_and_onehot(xp, x, axis):
     lo, hi = (n - 1) // 2, n // 2
     weight = (xp.astype(ranks == lo, x.dtype) + xp.astype(ranks == hi, x.dtype)) * 0.5
     return xp.sum(x * weight, axis=axis, keepdims=True), weight
+
+
+def sigmoid(xp, x):
+    """1 / (1 + exp(-x)) without overflow for either sign."""
+    e = xp.exp(-xp.abs(x))
+    return xp.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+
+
+def log_sigmoid(xp, x):
+    """log(sigmoid(x)) = -softplus(-x)."""
+    return -softplus(xp, -x)
+
+
+def logsumexp(xp, x, axis):
+    """log(sum(exp(x))) along ``axis`` (kept, size 1), max-shifted; a row of only -inf gives -inf."""
+    m = xp.max(x, axis=axis, keepdims=True)
+    m = xp.where(xp.isfinite(m), m, xp.zeros_like(m))
+    return m + xp.log(xp.sum(xp.exp(x - m), axis=axis, keepdims=True))
+
+
+def log_softmax(xp, x, axis):
+    """x - logsumexp(x): finite for huge logits; -inf logits stay -inf."""
+    return x - logsumexp(xp, x, axis)
+
+
+def take_labels(xp, x, labels, axis):
+    """Entries of ``x`` at integer ``labels`` along ``axis`` (labels have x's shape without that axis)."""
+    index = xp.expand_dims(labels, axis=axis)
+    return xp.squeeze(xp.take_along_axis(x, index, axis=axis), axis=axis)
+
+
+def add_at_labels(xp, buffer, labels, values, axis):
+    """``buffer`` plus ``values`` at the ``labels`` positions along ``axis``.
+
+    ``buffer`` must be an array the engine allocated: NumPy and PyTorch add in
+    place; JAX and MLX use their scatter; others fall back to a comparison
+    with the class index, which costs a boolean temporary of buffer's shape.
+    """
+    index = xp.expand_dims(labels, axis=axis)
+    update = xp.expand_dims(values, axis=axis)
+    if array_api_compat.is_numpy_namespace(xp):
+        import numpy as np
+
+        np.put_along_axis(buffer, index, np.take_along_axis(buffer, index, axis=axis) + update, axis=axis)
+        return buffer
+    if array_api_compat.is_torch_namespace(xp):
+        return buffer.scatter_add_(axis, index, xp.astype(update, buffer.dtype))
+    if array_api_compat.is_jax_namespace(xp):
+        return buffer.at[_jax_index(buffer.shape, labels, axis)].add(values)
+    if hasattr(xp, "put_along_axis"):  # mlx
+        return xp.put_along_axis(buffer, index, xp.take_along_axis(buffer, index, axis=axis) + update, axis=axis)
+    classes = xp.reshape(xp.arange(buffer.shape[axis]), (-1,) + (1,) * (buffer.ndim - axis % buffer.ndim - 1))
+    return xp.where(classes == index, buffer + update, buffer)
+
+
+def _jax_index(shape, labels, axis):
+    import jax.numpy as jnp
+
+    axis = axis % len(shape)
+    grids = list(jnp.indices(labels.shape, sparse=True))
+    return tuple(grids[:axis]) + (labels,) + tuple(grids[axis:])

@@ -19,13 +19,15 @@ def per_element(xp, w, loss_shape):
     return w if fits else xp.reshape(w, tuple(w.shape) + (1,) * (len(loss_shape) - w.ndim))
 
 
-def reduce(xp, loss, *, reduction, weight=None, where=None, axis=None, weighted_mean="weights"):
+def reduce(xp, loss, *, reduction, weight=None, where=None, axis=None, weighted_mean="weights", mean_weights=None):
     """(reduced loss, pullback from the reduced loss's cotangent to ``loss``'s cotangent).
 
     ``axis`` (a tuple of normalised axes or None for all) restricts "mean" and
     "sum" to those axes; "batchmean" divides the total by ``loss.shape[0]``.
     A weighted "mean" divides by the sum of the weights, or with
-    ``weighted_mean="count"`` by the number of (unmasked) elements.
+    ``weighted_mean="count"`` by the number of (unmasked) elements; a loss's
+    own ``mean_weights`` (e.g. class weights of the targets, 0 where ignored)
+    multiply what is counted.
     """
     shape = tuple(loss.shape)
     scale = None
@@ -50,7 +52,10 @@ def reduce(xp, loss, *, reduction, weight=None, where=None, axis=None, weighted_
     elif reduction == "batchmean":
         divisor = float(shape[0]) if shape else 1.0
     else:
-        divisor = _count(xp, scale if weighted_mean == "weights" else mask, shape, axes)
+        counted = scale if weighted_mean == "weights" else mask
+        if mean_weights is not None:
+            counted = mean_weights if counted is None else mean_weights * counted
+        divisor = _count(xp, counted, shape, axes)
     out = total if divisor is None else total / divisor
 
     def pullback(ct):

@@ -242,6 +242,23 @@ def check_value_range(name: str, x, xp, *, low=None, high=None, low_open=False, 
         raise ValueError(f"`{name}` must be {what}; got a value of {offending!r}.")
 
 
+def check_labels(name: str, labels, xp, num_classes: int, *, ignore_index=None, concrete: bool = True) -> None:
+    """Integer class indices in [0, num_classes) (or ``ignore_index``); the range only on concrete arrays."""
+    if not xp.isdtype(labels.dtype, "integral"):
+        raise TypeError(f"`{name}` must hold integer class indices; got dtype {labels.dtype}.")
+    if not concrete:
+        return
+    valid = (labels >= 0) & (labels < num_classes)
+    if ignore_index is not None:
+        valid = valid | (labels == ignore_index)
+    if not bool(xp.all(valid)):
+        zero = xp.zeros_like(labels)
+        high = int(xp.max(xp.where(valid, zero, labels)))
+        offending = high if high >= num_classes else int(xp.min(xp.where(valid, zero, labels)))
+        allowed = f"[0, {num_classes})" + ("" if ignore_index is None else f" or ignore_index={ignore_index}")
+        raise ValueError(f"`{name}` must hold class indices in {allowed}; got {offending}.")
+
+
 def check_reduction(loss: str, reduction, allowed: Sequence[str]) -> None:
     if reduction not in allowed:
         raise ValueError(

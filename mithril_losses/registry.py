@@ -65,6 +65,11 @@ class LossSpec:
     ``output_shape(shapes, options)`` gives the unreduced loss's shape from the
     input shapes, so weights and masks are checked before any arithmetic; None
     marks an elementwise loss (the shape of the first input).
+    ``optional_inputs`` may be omitted (the functions then get None); a loss
+    whose inputs include ``weight`` owns that name (PyTorch's class weights),
+    and the engine's per-element weight is not offered. ``mean_weights(xp,
+    inputs, options)`` gives per-loss-element weights whose sum divides a
+    "mean" (PyTorch's class-weighted, ignore_index-aware mean), or None.
     ``sample(rng, options)`` draws valid float64 NumPy inputs away from kinks.
     ``references`` maps a library name to a ``Reference`` computing the same
     reduced loss with that library. ``option_cases`` are the
@@ -97,7 +102,9 @@ class LossSpec:
     tolerances: tuple[Tolerance, ...] = ()
     option_cases: tuple[dict, ...] = ({},)
     label_inputs: tuple[str, ...] = ()
+    optional_inputs: tuple[str, ...] = ()
     output_shape: Callable | None = None
+    mean_weights: Callable | None = None
     notes: str = ""
 
     @property
@@ -112,7 +119,8 @@ class LossSpec:
         """Shape of the unreduced loss for these inputs."""
         if self.output_shape is None:
             return tuple(inputs[self.inputs[0]].shape)
-        return tuple(self.output_shape({n: tuple(x.shape) for n, x in inputs.items()}, options))
+        shapes = {n: None if x is None else tuple(x.shape) for n, x in inputs.items()}
+        return tuple(self.output_shape(shapes, options))
 
     @property
     def shape_matched(self) -> tuple[str, ...]:

@@ -120,6 +120,15 @@ class MLXAdapter(Adapter):
     def to_numpy(self, x):
         return np.array(x)
 
+    def is_concrete(self, x):
+        import mlx.core as mx
+
+        try:
+            mx.eval(x)  # refused while mx.compile / mx.vmap trace
+        except ValueError:
+            return False
+        return True
+
     def compile(self, fn):
         import mlx.core as mx
 
