@@ -73,7 +73,8 @@ class LossSpec:
     ``sample(rng, options)`` draws valid float64 NumPy inputs away from kinks.
     ``references`` maps a library name to a ``Reference`` computing the same
     reduced loss with that library. ``option_cases`` are the
-    option sets conformance checks besides the defaults. A weighted mean
+    option sets conformance checks besides the defaults; ``functional``
+    overrides the generated function names (PyTorch's ``cross_entropy``). A weighted mean
     divides by the weights' sum, or by the element count when
     ``weighted_mean="count"`` (PyTorch's huber_loss).
     """
@@ -101,6 +102,7 @@ class LossSpec:
     literature: tuple[str, ...] = ()
     tolerances: tuple[Tolerance, ...] = ()
     option_cases: tuple[dict, ...] = ({},)
+    functional: tuple[str, ...] | None = None
     label_inputs: tuple[str, ...] = ()
     optional_inputs: tuple[str, ...] = ()
     output_shape: Callable | None = None
@@ -138,7 +140,9 @@ class LossSpec:
 
     @property
     def functional_names(self) -> tuple[str, ...]:
-        """Mithril-style function names: ``<name>_loss`` plus aliases that end in ``_loss``."""
+        """Function names: ``functional`` where given, else ``<name>_loss`` plus aliases that end in ``_loss``."""
+        if self.functional is not None:
+            return self.functional
         own = self.name if self.name.endswith("_loss") else f"{self.name}_loss"
         return (own,) + tuple(a for a in self.aliases if a.endswith("_loss") and a != own)
 

@@ -1,0 +1,3 @@
+"""Classification losses; one module per kind, all of the "classification" family."""
+
+from . import binary, margin, metrics, softmax  # noqa: F401

@@ -1,0 +1,1 @@
+"""Classification losses (being written)."""
