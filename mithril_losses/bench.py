@@ -37,14 +37,18 @@ import numpy as np
 from . import registry
 
 DEFAULT_SIZES = ((4096, 1000), (1000,))
-HEADLINE = ("mse", "huber")
+HEADLINE = ("mse", "huber", "cross_entropy", "binary_cross_entropy_with_logits")
 BACKENDS = ("numpy", "torch", "jax", "mlx")
 DOCS_PAGE = Path(__file__).resolve().parent.parent / "docs" / "performance.md"
 RESULTS_START, RESULTS_END = "<!-- bench-results:start -->", "<!-- bench-results:end -->"
 
-# The frameworks' own formulas of the reduced ("mean") loss, per canonical name.
-# JAX: optax where it has the loss, else the same formula in jax.numpy.
+# The frameworks' own formulas of the reduced ("mean") loss, per canonical name, taking the loss's
+# inputs in order. JAX: optax where it has the loss, else the same formula in jax.numpy.
 _JAX_FORMULAS = {
+    "cross_entropy": lambda optax, jnp, o: lambda x, y: optax.losses.softmax_cross_entropy_with_integer_labels(
+        x, y).mean(),
+    "binary_cross_entropy_with_logits": lambda optax, jnp, o: lambda x, y: optax.losses.sigmoid_binary_cross_entropy(
+        x, y).mean(),
     "mse": lambda optax, jnp, o: lambda x, y: optax.losses.squared_error(x, y).mean(),
     "huber": lambda optax, jnp, o: lambda x, y: optax.losses.huber_loss(x, y, delta=o["delta"]).mean(),
     "l1": lambda optax, jnp, o: lambda x, y: jnp.abs(x - y).mean(),
@@ -52,6 +56,9 @@ _JAX_FORMULAS = {
     "log_cosh": lambda optax, jnp, o: lambda x, y: optax.losses.log_cosh(x, y).mean(),
 }
 _MLX_FORMULAS = {
+    "cross_entropy": lambda nn, o: lambda x, y: nn.losses.cross_entropy(x, y, reduction="mean"),
+    "binary_cross_entropy_with_logits": lambda nn, o: lambda x, y: nn.losses.binary_cross_entropy(
+        x, y, with_logits=True, reduction="mean"),
     "mse": lambda nn, o: lambda x, y: nn.losses.mse_loss(x, y, reduction="mean"),
     "huber": lambda nn, o: lambda x, y: nn.losses.huber_loss(x, y, delta=o["delta"], reduction="mean"),
     "l1": lambda nn, o: lambda x, y: nn.losses.l1_loss(x, y, reduction="mean"),
@@ -157,46 +164,62 @@ def _options(spec) -> dict:
     return {o.name: o.default for o in spec.options}
 
 
-def _numpy_pairs(loss, spec, x, y):
+def _make_inputs(spec, shape, dtype, rng) -> dict:
+    """Standard-normal inputs; class indices (N, d1, ...) for cross entropy; 0/1 targets for logits losses."""
+    x = rng.standard_normal(shape).astype(dtype)
+    if spec.name == "cross_entropy":
+        classes, labels = (shape[1], shape[:1] + shape[2:]) if len(shape) > 1 else (shape[0], ())
+        return {"input": x, "target": rng.integers(0, classes, labels)}
+    if spec.name == "binary_cross_entropy_with_logits":
+        return {"input": x, "target": (rng.random(shape) < 0.5).astype(dtype)}
+    return {"input": x, "target": rng.standard_normal(shape).astype(dtype)}
+
+
+def _argnums(spec):
+    return [i for i, n in enumerate(("input", "target")) if n in spec.differentiable]
+
+
+def _numpy_pairs(loss, spec, inputs):
     def ours():
-        return loss.value_and_grad(x, y)
+        return loss.value_and_grad(**inputs)
 
     def floor():
-        return x.copy(), y.copy()
+        return [a.copy() for a in inputs.values()]
 
-    return [Pair("numpy", "eager", "mithril_losses", "memory floor (copy of both inputs)", ours, floor,
+    return [Pair("numpy", "eager", "mithril_losses", "memory floor (copy of the inputs)", ours, floor,
                  lambda out: None)]
 
 
-def _torch_pairs(loss, spec, x, y):
+def _torch_pairs(loss, spec, inputs):
     import torch
 
     if "torch" not in spec.references:
         return []
     ref = spec.references["torch"]
     options = _options(spec)
-    xt, yt = torch.from_numpy(x.copy()), torch.from_numpy(y.copy())
-    xl, yl = xt.clone().requires_grad_(True), yt.clone().requires_grad_(True)
-    name = _torch_name(spec)
+    ours_in = {n: torch.from_numpy(a.copy()) for n, a in inputs.items()}
+    theirs_in = {n: t.clone().requires_grad_(n in spec.differentiable) for n, t in ours_in.items()}
+    leaves = [t for n, t in theirs_in.items() if n in spec.differentiable]
 
     def ours():
-        return loss.value_and_grad(xt, yt)
+        return loss.value_and_grad(**ours_in)
 
     def theirs():
-        xl.grad = None
-        yl.grad = None
-        out = ref(torch, {"input": xl, "target": yl}, options, "mean")
+        for t in leaves:
+            t.grad = None
+        out = ref(torch, theirs_in, options, "mean")
         out.backward()
-        return out, xl.grad, yl.grad
+        return out, [t.grad for t in leaves]
 
-    return [Pair("torch", "eager", "mithril_losses", f"F.{name} + backward()", ours, theirs, lambda out: None)]
+    return [Pair("torch", "eager", "mithril_losses", f"F.{_torch_name(spec)} + backward()", ours, theirs,
+                 lambda out: None)]
 
 
 def _torch_name(spec) -> str:
     return spec.references["torch"].name.rsplit(".", 1)[-1]
 
 
-def _jax_pairs(loss, spec, x, y):
+def _jax_pairs(loss, spec, inputs):
     if spec.name not in _JAX_FORMULAS or not _installed("optax"):
         return []
     import jax
@@ -204,9 +227,9 @@ def _jax_pairs(loss, spec, x, y):
     import optax
 
     f = _JAX_FORMULAS[spec.name](optax, jnp, _options(spec))
-    xj, yj = jnp.asarray(x), jnp.asarray(y)
-    theirs_eager = jax.value_and_grad(f, argnums=(0, 1))
-    theirs_jit = jax.jit(jax.value_and_grad(f, argnums=(0, 1)))
+    xj, yj = (jnp.asarray(inputs[n]) for n in ("input", "target"))
+    theirs_eager = jax.value_and_grad(f, argnums=_argnums(spec))
+    theirs_jit = jax.jit(jax.value_and_grad(f, argnums=_argnums(spec)))
     ours_jit = jax.jit(lambda a, b: loss.value_and_grad(a, b))
 
     def sync(out):
@@ -220,19 +243,20 @@ def _jax_pairs(loss, spec, x, y):
     ]
 
 
-def _mlx_pairs(loss, spec, x, y):
+def _mlx_pairs(loss, spec, inputs):
     if spec.name not in _MLX_FORMULAS:
         return []
     import mlx.core as mx
     import mlx.nn as nn
 
     f = _MLX_FORMULAS[spec.name](nn, _options(spec))
-    xm, ym = mx.array(x), mx.array(y)
-    theirs_eager = mx.value_and_grad(f, argnums=[0, 1])
-    theirs_compiled = mx.compile(mx.value_and_grad(f, argnums=[0, 1]))
+    xm, ym = (mx.array(inputs[n]) for n in ("input", "target"))
+    theirs_eager = mx.value_and_grad(f, argnums=_argnums(spec))
+    theirs_compiled = mx.compile(mx.value_and_grad(f, argnums=_argnums(spec)))
     ours_compiled = mx.compile(lambda a, b: loss.value_and_grad(a, b))
     mlx_name = {"mse": "mse_loss", "huber": "huber_loss", "l1": "l1_loss", "smooth_l1": "smooth_l1_loss",
-                "log_cosh": "log_cosh_loss"}[spec.name]
+                "log_cosh": "log_cosh_loss", "cross_entropy": "cross_entropy",
+                "binary_cross_entropy_with_logits": "binary_cross_entropy(with_logits=True)"}[spec.name]
 
     def sync(out):
         mx.eval(out)
@@ -267,14 +291,12 @@ def run_case(name: str, shape: tuple, dtype: str, backends, reps: int, warmup: i
     """Time every pair of one loss at one size; the repetitions of all pairs are interleaved."""
     spec = registry.spec(name)
     loss = registry.get(name)
-    rng = np.random.default_rng(seed)
-    x = rng.standard_normal(shape).astype(dtype)
-    y = rng.standard_normal(shape).astype(dtype)
+    inputs = _make_inputs(spec, tuple(shape), dtype, np.random.default_rng(seed))
     pairs: list[Pair] = []
     skipped = []
     for backend in backends:
         try:
-            pairs += _PAIRS[backend](loss, spec, x, y)
+            pairs += _PAIRS[backend](loss, spec, inputs)
         except Exception as err:  # noqa: BLE001 - a backend that cannot run is reported, not fatal
             skipped.append(Row(name, shape, dtype, backend, "-", "mithril_losses", "-", None, None, None, 0,
                                _short_error(err)))
@@ -366,10 +388,10 @@ def update_markdown(path: Path, body: str) -> None:
 
 
 def default_losses() -> list[str]:
-    """mse and huber, then every other regression loss with a PyTorch reference."""
+    """The headline losses, then every other regression loss with a PyTorch reference."""
     others = [n for n in registry.available("regression")
               if n not in HEADLINE and "torch" in registry.spec(n).references]
-    return list(HEADLINE) + others
+    return [n for n in HEADLINE if n in registry.available()] + others
 
 
 def _shape(text: str) -> tuple:
@@ -378,15 +400,16 @@ def _shape(text: str) -> tuple:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mithril-losses bench", description=__doc__.splitlines()[0])
-    parser.add_argument("--losses", help="comma-separated losses (default: mse, huber and the other regression "
-                                         "losses with a PyTorch reference; --quick: mse,huber)")
+    parser.add_argument("--losses", help="comma-separated losses (default: mse, huber, cross_entropy, "
+                                         "binary_cross_entropy_with_logits and the other regression losses with a "
+                                         "PyTorch reference; --quick: the first four)")
     parser.add_argument("--backends", help=f"comma-separated (default: those installed of {','.join(BACKENDS)})")
     parser.add_argument("--sizes", help="comma-separated shapes like 4096x1000,1000 (default: 4096x1000,1000)")
     parser.add_argument("--dtype", default="float32")
     parser.add_argument("--reps", type=int, help="timed repetitions per side (default 21 for large inputs, "
                                                   "201 for small; --quick: 11 and 51)")
     parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--quick", action="store_true", help="mse and huber only, fewer repetitions")
+    parser.add_argument("--quick", action="store_true", help="the headline losses only, fewer repetitions")
     parser.add_argument("--json", metavar="PATH", help="write the results (and the machine) as JSON")
     parser.add_argument("--markdown", metavar="PATH", help="write the results as a Markdown table")
     parser.add_argument("--update-docs", metavar="PATH", nargs="?", const=str(DOCS_PAGE),
@@ -416,7 +439,7 @@ def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
     losses = [registry.spec(n).name for n in args.losses.split(",")] if args.losses else (
-        list(HEADLINE) if args.quick else default_losses())
+        default_losses()[: len(HEADLINE)] if args.quick else default_losses())
     wanted = args.backends.split(",") if args.backends else list(BACKENDS)
     unknown = [b for b in wanted if b not in BACKENDS]
     if unknown:
