@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from ._base import Adapter
@@ -35,6 +37,20 @@ class MLXNamespace:
         if not isinstance(kind, str):
             return dtype == kind
         return dtype == mx.bool_ if kind == "bool" else mx.issubdtype(dtype, kinds[kind])
+
+    # mlx.core.exp and logaddexp on float64 are only float32-accurate (mlx 0.32); power(e, x) and
+    # log1p are accurate to float64, so float64 goes through them.
+    def exp(self, x, /):
+        mx = self._mx
+        return mx.power(math.e, x) if x.dtype == mx.float64 else mx.exp(x)
+
+    def logaddexp(self, x1, x2, /):
+        mx = self._mx
+        if mx.result_type(x1, x2) != mx.float64:
+            return mx.logaddexp(x1, x2)
+        gap = -mx.abs(x1 - x2)
+        gap = mx.where(mx.isnan(gap), -math.inf, gap)  # both infinite of one sign
+        return mx.maximum(x1, x2) + mx.log1p(self.exp(gap))
 
     def clip(self, x, /, min=None, max=None):
         return self._mx.clip(x, min, max)

@@ -205,8 +205,9 @@ def _reference(library):
                     if got is None:
                         continue
                     ref_value, ct, ref_grads = got
-                    ours = loss.value(**x, weight=weight)
-                    grads = loss.vjp(ct, **x, weight=weight)
+                    engine_weight = {} if weight is None else {"weight": weight}
+                    ours = loss.value(**x, **engine_weight)
+                    grads = loss.vjp(ct, **x, **engine_weight)
                     tag = f"{reduction}{' weighted' if weighted else ''} {shape}"
                     errors.compare(f"value {tag}", ours, ref_value)
                     for n in spec.differentiable:
