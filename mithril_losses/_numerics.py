@@ -102,3 +102,94 @@ def _jax_index(shape, labels, axis):
     axis = axis % len(shape)
     grids = list(jnp.indices(labels.shape, sparse=True))
     return tuple(grids[:axis]) + (labels,) + tuple(grids[axis:])
+
+
+def sigmoid_terms(xp, x):
+    """(softplus(x), softplus(-x), sigmoid(x), sigmoid(-x)) sharing one exp(-|x|).
+
+    softplus(+-x) = max(+-x, 0) + log1p(exp(-|x|)) = -log sigmoid(-+x): exact for any finite x, no
+    cancellation; sigmoid(-x) is computed directly, not as 1 - sigmoid(x).
+    """
+    e = xp.exp(-xp.abs(x))
+    tail = xp.log1p(e)
+    r = 1.0 / (1.0 + e)
+    big, small = r, e * r  # sigmoid(|x|), sigmoid(-|x|)
+    pos = x >= 0
+    return (xp.maximum(x, 0.0) + tail, xp.maximum(-x, 0.0) + tail,
+            xp.where(pos, big, small), xp.where(pos, small, big))
+
+
+def as_index(xp, labels):
+    """Integer labels in the dtype every backend's gather/scatter takes: PyTorch's need int64; others as they are."""
+    if array_api_compat.is_torch_namespace(xp) and labels.dtype != xp.int64:
+        return xp.astype(labels, xp.int64)
+    return labels
+
+
+def zero_at_labels(xp, buffer, labels, axis):
+    """``buffer`` with its entries at the integer ``labels`` along ``axis`` set to exactly 0 (no one-hot is built).
+
+    NumPy writes into ``buffer``, which must be an array the loss just
+    computed; the others return a new array (PyTorch out of place, so that its
+    autograd can differentiate a value function through it).
+    """
+    index = xp.expand_dims(labels, axis=axis)
+    if array_api_compat.is_numpy_namespace(xp):
+        import numpy as np
+
+        np.put_along_axis(buffer, index, 0, axis=axis)
+        return buffer
+    if array_api_compat.is_torch_namespace(xp):
+        return buffer.scatter(axis, index, 0.0)
+    if array_api_compat.is_jax_namespace(xp):
+        return buffer.at[_jax_index(buffer.shape, labels, axis)].set(0)
+    if hasattr(xp, "put_along_axis"):  # mlx
+        return xp.put_along_axis(buffer, index, xp.zeros(index.shape, dtype=buffer.dtype), axis=axis)
+    classes = xp.reshape(xp.arange(buffer.shape[axis]), (-1,) + (1,) * (buffer.ndim - axis % buffer.ndim - 1))
+    return xp.where(classes == index, xp.zeros_like(buffer), buffer)
+
+
+def xlog(xp, x, log_y):
+    """x * log_y with 0 where x == 0 (log_y already a log, possibly -inf there)."""
+    zero = x == 0
+    return xp.where(zero, xp.zeros_like(x), x * xp.where(zero, xp.zeros_like(log_y), log_y))
+
+
+def take_table(xp, table, indices):
+    """``table[indices]`` for a 1-D ``table`` (e.g. class weights) and integer ``indices`` of any shape."""
+    flat = xp.take(table, xp.reshape(indices, (-1,)), axis=0)
+    return xp.reshape(flat, tuple(indices.shape))
+
+
+def constant(xp, values, like):
+    """``values`` (a number or a sequence) as an array of ``like``'s dtype, on ``like``'s device."""
+    try:
+        device = array_api_compat.device(like)
+    except (AttributeError, TypeError, ValueError):  # MLX arrays have no device attribute (unified memory)
+        device = None
+    return xp.asarray(values, dtype=like.dtype, device=device)
+
+
+def log_softmax_complement(xp, x, axis):
+    """(log p, log(1 - p)) for p = softmax(x) along ``axis``, both accurate as p -> 1.
+
+    Only the unique maximum can hold more than half the mass; for it the mass of
+    the other classes, rest = sum over x_k < max of exp(x_k - max), is summed
+    directly, so log p = -log1p(rest) and log(1 - p) = log(rest) - log1p(rest)
+    keep their digits where 1 - p is below the rounding of 1 (logits 100 apart:
+    log(1 - p) = -200, not -inf). Elsewhere log(1 - p) = log1p(-p). A -inf
+    logit gives (-inf, 0).
+    """
+    m = xp.max(x, axis=axis, keepdims=True)
+    m = xp.where(xp.isfinite(m), m, xp.zeros_like(m))
+    z = x - m
+    e = xp.exp(z)
+    rest = xp.sum(xp.where(z == 0, xp.zeros_like(e), e), axis=axis, keepdims=True)
+    log_p = z - xp.log(xp.sum(e, axis=axis, keepdims=True))
+    dominant = log_p > -LOG2  # p > 1/2: the unique maximum (z = 0)
+    log1p_rest = xp.log1p(rest)
+    log_rest = xp.where(rest > 0, xp.log(xp.where(rest > 0, rest, xp.ones_like(rest))), -math.inf)
+    log_q_top = log_rest - log1p_rest
+    p = xp.exp(log_p)
+    log_q = xp.where(dominant, log_q_top, xp.log1p(-xp.where(dominant, xp.zeros_like(p), p)))
+    return xp.where(dominant, -log1p_rest, log_p), log_q

@@ -238,7 +238,7 @@ def check_value_range(name: str, x, xp, *, low=None, high=None, low_open=False, 
     if high is not None:
         bad = bad | (x > high)
     if bool(xp.any(bad)):
-        offending = float(xp.reshape(x[bad], (-1,))[0])
+        offending = _first_where(xp, x, bad)
         raise ValueError(f"`{name}` must be {what}; got a value of {offending!r}.")
 
 
@@ -272,3 +272,143 @@ def batchmean_of_scalar(loss: str) -> ValueError:
 
 def not_registered(name: str) -> ValueError:
     return ValueError(f"A loss named {name!r} is already registered; pass replace=True to override it.")
+
+
+def _first_where(xp, x, bad) -> float:
+    """The first entry of ``x`` where ``bad`` holds, without boolean indexing (which MLX lacks)."""
+    i = int(xp.argmax(xp.astype(xp.reshape(bad, (-1,)), xp.int8)))
+    return float(xp.reshape(x, (-1,))[i])
+
+
+def check_values_in(name: str, x, xp, allowed: Sequence[float], what: str) -> None:
+    """Concrete-value check that every entry of ``x`` is one of ``allowed`` (call only on concrete arrays)."""
+    bad = xp.ones(x.shape, dtype=xp.bool)
+    for a in allowed:
+        bad = bad & (x != a)
+    if bool(xp.any(bad)):
+        raise ValueError(f"`{name}` must {what}; got a value of {_first_where(xp, x, bad)!r}.")
+
+
+def check_broadcasts_to(name: str, x, other: str, shape: tuple) -> None:
+    """`x` broadcasts (NumPy rules) to `shape` without enlarging it."""
+    s = _shape(x)
+    if not (len(s) <= len(shape) and all(a in (1, b) for a, b in zip(reversed(s), reversed(shape)))):
+        raise ValueError(
+            f"`{name}` of shape {s} must broadcast to the shape of `{other}` {tuple(shape)}."
+        )
+
+
+# --------------------------------------------------------------------------
+# classification metrics (brier, spiegelhalter_z, AnyLoss)
+
+
+def check_bool(name: str, value) -> None:
+    if not isinstance(value, bool):
+        raise TypeError(f"`{name}` must be True or False; got {value!r} ({type(value).__name__}).")
+
+
+def check_real_or_integral(name: str, x, xp) -> None:
+    """Floating, integer or boolean (labels that are cast to the input's dtype)."""
+    if not xp.isdtype(x.dtype, ("real floating", "integral", "bool")):
+        raise TypeError(f"`{name}` must be a real, integer or boolean array; got dtype {x.dtype}.")
+
+
+def _first(xp, x, bad):
+    """The first entry of ``x`` where ``bad`` holds, without boolean indexing (MLX has none)."""
+    flat = xp.reshape(x, (-1,))
+    i = int(xp.argmax(xp.astype(xp.reshape(bad, (-1,)), xp.int32)))
+    v = flat[i]
+    return int(v) if xp.isdtype(x.dtype, "integral") else float(v)
+
+
+def check_binary_labels(name: str, x, xp) -> None:
+    """Concrete labels that are exactly 0 or 1 (call only on concrete arrays)."""
+    if xp.isdtype(x.dtype, "bool"):
+        return
+    bad = (x != 0) & (x != 1)
+    if bool(xp.any(bad)):
+        raise ValueError(f"`{name}` must hold binary labels 0 or 1; got {_first(xp, x, bad)!r}.")
+
+
+def check_target_shape(name: str, x, forms: dict) -> None:
+    """``x`` has one of the shapes in ``forms`` (shape -> what that shape means)."""
+    if _shape(x) not in forms:
+        allowed = " or ".join(f"{s} ({what})" for s, what in forms.items())
+        raise ValueError(f"`{name}` must have shape {allowed}; got {_shape(x)}.")
+
+
+def check_unit_interval(name: str, x, xp, what: str) -> None:
+    """Concrete values in [0, 1] (call only on concrete arrays); NaN is rejected too."""
+    bad = ~((x >= 0) & (x <= 1))
+    if bool(xp.any(bad)):
+        raise ValueError(f"`{name}` must be {what}; got a value of {_first(xp, x, bad)!r}.")
+
+
+# --------------------------------------------------------------------------
+# classification margin losses (multi_margin, multilabel_margin, categorical_hinge, capsule_margin)
+
+
+def check_ndim_in(name: str, x, allowed: Sequence[int], what: str) -> None:
+    if x.ndim not in allowed:
+        raise ValueError(f"`{name}` must have shape {what}; got {_shape(x)}.")
+
+
+def check_class_targets(name: str, target, input_name: str, x, xp) -> bool:
+    """Integer class indices (``x``'s shape without its last axis) or floating per-class values (``x``'s shape).
+
+    Returns True for indices; the index range is left to ``check_labels``.
+    """
+    if xp.isdtype(target.dtype, "integral"):
+        check_shape(name, target, _shape(x)[:-1], f"integer class indices: the shape of `{input_name}` without its class axis")
+        return True
+    if not xp.isdtype(target.dtype, "real floating"):
+        raise TypeError(f"`{name}` must hold integer class indices or floating per-class values "
+                        f"(one-hot or probabilities); got dtype {target.dtype}.")
+    if _shape(target) != _shape(x):
+        raise ValueError(f"`{name}` with floating per-class values must have the shape of `{input_name}` "
+                         f"{_shape(x)}; got {_shape(target)} (class indices need an integer dtype).")
+    return False
+
+
+def check_label_lists(name: str, labels, xp, num_classes: int, *, concrete: bool = True) -> None:
+    """Rows of integer class indices in [0, num_classes) where -1 ends a row's list (the range only when concrete)."""
+    if not xp.isdtype(labels.dtype, "integral"):
+        raise TypeError(f"`{name}` must hold integer class indices; got dtype {labels.dtype}.")
+    if not concrete:
+        return
+    valid = (labels >= -1) & (labels < num_classes)
+    if not bool(xp.all(valid)):
+        zero = xp.zeros_like(labels)
+        high = int(xp.max(xp.where(valid, zero, labels)))
+        offending = high if high >= num_classes else int(xp.min(xp.where(valid, zero, labels)))
+        raise ValueError(f"`{name}` must hold class indices in [0, {num_classes}), or -1 to end a row's "
+                         f"labels; got {offending}.")
+
+
+def check_option_order(low_name: str, low, high_name: str, high) -> None:
+    if not low < high:
+        raise ValueError(f"`{low_name}` must be less than `{high_name}`; got {low_name}={low!r} and {high_name}={high!r}.")
+
+
+# --------------------------------------------------------------------------
+# softmax classification (cross_entropy, nll, poly1, categorical_focal)
+
+
+def check_class_target_dtype(name: str, x, xp, *, probabilities: bool) -> None:
+    """Integer class indices (or, where ``probabilities``, floating class probabilities)."""
+    if xp.isdtype(x.dtype, "integral") or (probabilities and xp.isdtype(x.dtype, "real floating")):
+        return
+    what = "integer class indices or floating class probabilities" if probabilities else "integer class indices"
+    raise TypeError(f"`{name}` must hold {what}; got dtype {x.dtype}.")
+
+
+def ignore_index_with_probabilities(ignore_index) -> ValueError:
+    return ValueError(
+        f"`ignore_index` applies to class-index targets only; got ignore_index={ignore_index!r} with a floating "
+        f"(class-probability) `target`. Pass integer class indices, or leave ignore_index at -100."
+    )
+
+
+def check_option_length(name: str, values: Sequence, expected: int, what: str) -> None:
+    if len(values) != expected:
+        raise ValueError(f"`{name}` must have {expected} entries ({what}); got {len(values)}: {tuple(values)!r}.")
