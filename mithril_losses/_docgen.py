@@ -228,17 +228,23 @@ def loss_page(spec) -> str:
                      "`None`: all. |")
     for o in spec.options:
         lines.append(f"| {_code(o.name)} | {_code(_default(o.default))} | {_cell(o.doc)} |")
-    lines += ["", "Every call also takes " + ", ".join(f"`{k}=`" for k in ENGINE_CALL_KEYWORDS)
-              + " (per-element or per-sample weights, a boolean mask, the backend); a `\"mean\"` over "
-              "zero elements is 0 with a zero gradient.", ""]
+    if "weight" in spec.inputs:
+        lines += ["", "`weight` is this loss's own input (as in PyTorch), not the engine's per-element weight; "
+                  "every call also takes `where=` (a boolean mask) and `backend=`. A `\"mean\"` over zero "
+                  "elements is 0 with a zero gradient.", ""]
+    else:
+        lines += ["", "Every call also takes " + ", ".join(f"`{k}=`" for k in ENGINE_CALL_KEYWORDS)
+                  + " (per-element or per-sample weights, a boolean mask, the backend); a `\"mean\"` over "
+                  "zero elements is 0 with a zero gradient.", ""]
 
     lines += ["## Reductions", "", ", ".join(_code(r) for r in spec.reductions)
               + f" (default {_code(spec.default_reduction)}).", ""]
-    weighted = getattr(spec, "weighted_mean", None)
-    if weighted == "count":
-        lines += ["With `weight=`, a `\"mean\"` divides the weighted sum by the number of (unmasked) elements.", ""]
-    elif weighted == "weights":
-        lines += ["With `weight=`, a `\"mean\"` divides the weighted sum by the sum of the weights.", ""]
+    if spec.mean_weights is not None:
+        lines += ["A `\"mean\"` divides by the sum of the loss's own per-element weights (see the notes), as "
+                  "PyTorch does.", ""]
+    elif "weight" not in spec.inputs:
+        divides = "the number of (unmasked) elements" if spec.weighted_mean == "count" else "the sum of the weights"
+        lines += [f"With `weight=`, a `\"mean\"` divides the weighted sum by {divides}.", ""]
 
     lines += ["## Names", ""]
     lines.append("- Canonical: " + _code(spec.name))

@@ -68,7 +68,7 @@ def log_softmax(xp, x, axis):
 
 def take_labels(xp, x, labels, axis):
     """Entries of ``x`` at integer ``labels`` along ``axis`` (labels have x's shape without that axis)."""
-    index = xp.expand_dims(labels, axis=axis)
+    index = xp.expand_dims(as_index(xp, labels), axis=axis)
     return xp.squeeze(xp.take_along_axis(x, index, axis=axis), axis=axis)
 
 
@@ -79,6 +79,7 @@ def add_at_labels(xp, buffer, labels, values, axis):
     place; JAX and MLX use their scatter; others fall back to a comparison
     with the class index, which costs a boolean temporary of buffer's shape.
     """
+    labels = as_index(xp, labels)
     index = xp.expand_dims(labels, axis=axis)
     update = xp.expand_dims(values, axis=axis)
     if array_api_compat.is_numpy_namespace(xp):
