@@ -194,3 +194,20 @@ def log_softmax_complement(xp, x, axis):
     p = xp.exp(log_p)
     log_q = xp.where(dominant, log_q_top, xp.log1p(-xp.where(dominant, xp.zeros_like(p), p)))
     return xp.where(dominant, -log1p_rest, log_p), log_q
+
+
+def l2_norm(xp, x, axis, keepdims=False):
+    """Euclidean norm over the tuple ``axis`` of non-negative axes (``()`` gives |x|), 0 for a zero vector.
+
+    Scaled by the largest |x| along ``axis``, so it neither overflows nor
+    underflows wherever the norm itself is representable (float32 entries of
+    1e25 or 1e-25). ``axis=()`` is handled here: PyTorch reads ``dim=()`` as all axes.
+    """
+    a = xp.abs(x)
+    if not axis:
+        return a
+    m = xp.max(a, axis=axis, keepdims=True)
+    m = xp.where(m > 0, m, xp.ones_like(m))
+    r = a / m
+    n = m * xp.sqrt(xp.sum(r * r, axis=axis, keepdims=True))
+    return n if keepdims else xp.reshape(n, tuple(d for i, d in enumerate(x.shape) if i not in axis))
