@@ -100,7 +100,7 @@ class Loss:
             g = grads[name]
             if tuple(g.shape) != tuple(x.shape):
                 g = _unbroadcast(xp, g, tuple(x.shape))
-            if call.where is not None and self.spec.elementwise:
+            if call.where is not None and self.spec.elementwise and tuple(g.shape) == call.loss_shape:
                 # a masked element's gradient is 0 even where the loss there is not finite
                 g = xp.where(xp.broadcast_to(per_element(xp, call.where, g.shape), g.shape), g, xp.zeros_like(g))
             out[name] = g if g.dtype == x.dtype else xp.astype(g, x.dtype)
@@ -122,7 +122,7 @@ class Loss:
         if spec.validate is not None:
             concrete = all(call.adapter.is_concrete(x) for x in call.inputs.values() if x is not None)
             spec.validate(xp, call.inputs, self.options, concrete)
-        shape = spec.loss_shape(call.inputs, self.options)
+        shape = call.loss_shape = spec.loss_shape(call.inputs, self.options)
         call.axis = None if self.axis is None else _validation.check_axis("axis", self.axis, len(shape))
         if self.reduction == "batchmean" and not shape:
             raise _validation.batchmean_of_scalar(self.name)
@@ -144,7 +144,7 @@ def _unbroadcast(xp, g, shape):
 class _Call:
     """One call's backend, namespace and converted arrays."""
 
-    __slots__ = ("adapter", "xp", "device", "inputs", "weight", "where", "axis")
+    __slots__ = ("adapter", "xp", "device", "inputs", "weight", "where", "axis", "loss_shape")
 
     def __init__(self, loss, bound, weight, where, backend):
         choice = config.configured(backend)

@@ -211,3 +211,9 @@ def l2_norm(xp, x, axis, keepdims=False):
     r = a / m
     n = m * xp.sqrt(xp.sum(r * r, axis=axis, keepdims=True))
     return n if keepdims else xp.reshape(n, tuple(d for i, d in enumerate(x.shape) if i not in axis))
+
+
+def log_or_zero(xp, x):
+    """log x where x > 0 and 0 elsewhere, never evaluating log 0 (for terms that are multiplied by x == 0)."""
+    pos = x > 0
+    return xp.where(pos, xp.log(xp.where(pos, x, xp.ones_like(x))), xp.zeros_like(x))

@@ -412,3 +412,40 @@ def ignore_index_with_probabilities(ignore_index) -> ValueError:
 def check_option_length(name: str, values: Sequence, expected: int, what: str) -> None:
     if len(values) != expected:
         raise ValueError(f"`{name}` must have {expected} entries ({what}); got {len(values)}: {tuple(values)!r}.")
+
+
+# --------------------------------------------------------------------------
+# probabilistic distances (wasserstein_distance, maximum_mean_discrepancy, energy_distance)
+
+
+def check_equal_sample_counts(name_a: str, a, name_b: str, b, axis) -> None:
+    """Two sample arrays of one shape: equally many samples along ``axis`` and the same other dimensions."""
+    if _shape(a) != _shape(b):
+        raise ValueError(
+            f"`{name_a}` and `{name_b}` must have the same shape: equally many samples along axis={axis!r} "
+            f"(unequal sample counts are not supported) and the same other dimensions; got {_shape(a)} and {_shape(b)}."
+        )
+
+
+def check_sample_sets(name_a: str, a, name_b: str, b) -> None:
+    """Sample sets (..., n, d) and (..., m, d): the same leading dimensions and feature size; n and m may differ."""
+    sa, sb = _shape(a), _shape(b)
+    if sa[:-2] != sb[:-2] or sa[-1] != sb[-1]:
+        raise ValueError(
+            f"`{name_a}` and `{name_b}` must be sample sets of shapes (..., n, d) and (..., m, d) with the same "
+            f"leading dimensions (...) and feature size d; got {sa} and {sb}."
+        )
+
+
+# --------------------------------------------------------------------------
+# probabilistic divergences and likelihoods (gaussian_nll)
+
+
+def bad_variance_shape(name: str, var, input_name: str, x) -> ValueError:
+    """A variance whose shape fits none of PyTorch's gaussian_nll_loss forms."""
+    s = _shape(x)
+    return ValueError(
+        f"`{name}` of shape {_shape(var)} does not fit `{input_name}` of shape {s}: it must have the input's shape "
+        f"{s}, the input's shape without its last dimension {s[:-1]}, the input's shape with exactly one "
+        f"dimension of size 1, or be a scalar."
+    )
