@@ -1,0 +1,1 @@
+"""Embedding losses (being written)."""
