@@ -86,11 +86,15 @@ class Loss:
 
     def _reduce(self, call, unreduced):
         spec = self.spec
-        mean_weights = None
+        mean_weights = scale = None
         if self.reduction == "mean" and spec.mean_weights is not None:
             mean_weights = spec.mean_weights(call.xp, **call.inputs, **self.options)
-        return reduce(call.xp, unreduced, reduction=self.reduction, weight=call.weight, where=call.where,
-                      axis=call.axis, weighted_mean=spec.weighted_mean, mean_weights=mean_weights)
+        if self.reduction == "mean" and spec.mean_scale is not None:
+            scale = spec.mean_scale(call.xp, **call.inputs, **self.options)
+            unreduced = unreduced / scale
+        out, pullback = reduce(call.xp, unreduced, reduction=self.reduction, weight=call.weight, where=call.where,
+                               axis=call.axis, weighted_mean=spec.weighted_mean, mean_weights=mean_weights)
+        return out, pullback if scale is None else (lambda ct: pullback(ct) / scale)
 
     def _gradients(self, call, grads):
         xp = call.xp

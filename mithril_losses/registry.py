@@ -69,7 +69,9 @@ class LossSpec:
     whose inputs include ``weight`` owns that name (PyTorch's class weights),
     and the engine's per-element weight is not offered. ``mean_weights(xp,
     inputs, options)`` gives per-loss-element weights whose sum divides a
-    "mean" (PyTorch's class-weighted, ignore_index-aware mean), or None.
+    "mean" (PyTorch's class-weighted, ignore_index-aware mean), or None;
+    ``mean_scale(xp, inputs..., options...)`` gives per-loss-element divisors
+    applied before a "mean" (PyTorch's CTC mean of loss / target length).
     ``sample(rng, options)`` draws valid float64 NumPy inputs away from kinks.
     ``references`` maps a library name to a ``Reference`` computing the same
     reduced loss with that library. ``option_cases`` are the
@@ -107,6 +109,7 @@ class LossSpec:
     optional_inputs: tuple[str, ...] = ()
     output_shape: Callable | None = None
     mean_weights: Callable | None = None
+    mean_scale: Callable | None = None
     notes: str = ""
 
     @property
