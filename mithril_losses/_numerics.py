@@ -217,3 +217,106 @@ def log_or_zero(xp, x):
     """log x where x > 0 and 0 elsewhere, never evaluating log 0 (for terms that are multiplied by x == 0)."""
     pos = x > 0
     return xp.where(pos, xp.log(xp.where(pos, x, xp.ones_like(x))), xp.zeros_like(x))
+
+
+def arange_like(xp, n, like):
+    """``arange(n)`` (integers) on ``like``'s device, e.g. to build a diagonal mask ``i[:, None] == i[None, :]``."""
+    try:
+        device = array_api_compat.device(like)
+    except (AttributeError, TypeError, ValueError):  # MLX arrays have no device attribute (unified memory)
+        device = None
+    return xp.arange(n) if device is None else xp.arange(n, device=device)
+
+
+def unit_vectors(xp, x, min_sq):
+    """(u, n, active): u = x / n along the last axis, n = sqrt(max(|x|^2, min_sq)), active = |x|^2 > min_sq.
+
+    ``min_sq`` > 0 floors the squared norm, so a zero vector gives u = 0 with finite gradients (optax's
+    cosine similarity clips |x|^2 at an epsilon; ``min_sq = eps^2`` is torch's F.normalize, max(|x|, eps)).
+    Pull a cotangent of u back with ``unit_vectors_vjp``.
+    """
+    sq = xp.sum(x * x, axis=-1, keepdims=True)
+    n = xp.sqrt(xp.maximum(sq, min_sq))
+    return x / n, n, sq > min_sq
+
+
+def unit_vectors_vjp(xp, du, u, n, active):
+    """Cotangent of x from the cotangent ``du`` of u = x / n: (du - u (u . du)) / n, just du / n where the floor holds n."""
+    radial = u * xp.sum(u * du, axis=-1, keepdims=True)
+    return (du - xp.where(active, radial, xp.zeros_like(radial))) / n
+
+
+def cumulative_logsumexp(xp, x, *, reverse=False):
+    """log(cumsum(exp(x))) along the last axis (``reverse``: the sums over i..n-1, suffix sums), no overflow.
+
+    NumPy (logaddexp.accumulate), PyTorch (logcumsumexp) and JAX (lax.cumlogsumexp) use their own scans;
+    elsewhere a doubling scan of ceil(log2 n) logaddexp steps, exact for any spread of x (a single global
+    max shift would underflow suffixes more than ~700 (float64) or ~90 (float32) below the maximum).
+    """
+    if array_api_compat.is_numpy_namespace(xp):
+        import numpy as np
+
+        if reverse:
+            return np.flip(np.logaddexp.accumulate(np.flip(x, axis=-1), axis=-1), axis=-1)
+        return np.logaddexp.accumulate(x, axis=-1)
+    if array_api_compat.is_torch_namespace(xp):
+        import torch
+
+        if reverse:
+            return torch.flip(torch.logcumsumexp(torch.flip(x, dims=(-1,)), dim=-1), dims=(-1,))
+        return torch.logcumsumexp(x, dim=-1)
+    if array_api_compat.is_jax_namespace(xp):
+        import jax
+
+        return jax.lax.cumlogsumexp(x, axis=x.ndim - 1, reverse=reverse)
+    n = x.shape[-1]
+    step = 1
+    while step < n:
+        if reverse:  # position i adds the partial sum that starts at i + step
+            x = xp.concat((xp.logaddexp(x[..., :n - step], x[..., step:]), x[..., n - step:]), axis=-1)
+        else:  # position i adds the partial sum that ends at i - step
+            x = xp.concat((x[..., :step], xp.logaddexp(x[..., step:], x[..., :n - step])), axis=-1)
+        step *= 2
+    return x
+
+
+def lp_norm(xp, x, p, axis=-1, keepdims=False):
+    """(sum |x|^p)^(1/p) along one ``axis`` for a real p >= 1; 0 for a zero vector.
+
+    p = 2 is ``l2_norm``; other p > 1 are scaled by the largest |x| like it, so
+    |x|^p neither overflows nor underflows where the norm is representable.
+    """
+    axis = axis % x.ndim
+    if p == 2.0:
+        return l2_norm(xp, x, (axis,), keepdims)
+    a = xp.abs(x)
+    if p == 1.0:
+        return xp.sum(a, axis=axis, keepdims=keepdims)
+    m = xp.max(a, axis=axis, keepdims=True)
+    m = xp.where(m > 0, m, xp.ones_like(m))
+    n = m * xp.sum((a / m) ** p, axis=axis, keepdims=True) ** (1.0 / p)
+    return n if keepdims else xp.squeeze(n, axis=axis)
+
+
+def lp_norm_grad(xp, x, norm, p):
+    """d ||x||_p / dx = sign(x) (|x| / ||x||_p)^(p - 1), given the norm with its axis kept (size 1).
+
+    A zero vector gets 0, and p = 1 gives sign(x) (0 where x = 0), as PyTorch's norm backward.
+    """
+    if p == 1.0:
+        return xp.sign(x)
+    if p == 2.0:
+        return safe_divide(xp, x, norm)
+    return xp.sign(x) * safe_divide(xp, xp.abs(x), norm) ** (p - 1.0)
+
+
+def shifted_logits(xp, x, axis):
+    """(z, log s): z = x - max(x) and log s = log(sum(exp(z))) along ``axis`` (kept, size 1).
+
+    log softmax(x) = z - log s keeps its digits when the logits are huge: ``x - logsumexp(x)`` rounds the
+    logsumexp at the magnitude of x (float32 logits of 5e4 lose log 2 to a step of 0.004). A row of only
+    -inf gives z = -inf and log s = -inf.
+    """
+    m = xp.max(x, axis=axis, keepdims=True)
+    z = x - xp.where(xp.isfinite(m), m, xp.zeros_like(m))
+    return z, xp.log(xp.sum(xp.exp(z), axis=axis, keepdims=True))

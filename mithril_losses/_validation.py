@@ -449,3 +449,39 @@ def bad_variance_shape(name: str, var, input_name: str, x) -> ValueError:
         f"{s}, the input's shape without its last dimension {s[:-1]}, the input's shape with exactly one "
         f"dimension of size 1, or be a scalar."
     )
+
+
+# --------------------------------------------------------------------------
+# embedding pairs (triplet_margin_with_distance's registered distances)
+
+
+def check_distance_registration(name, value, vjp) -> None:
+    """`register_distance`'s arguments: a non-empty string name and two callables."""
+    if not isinstance(name, str) or not name:
+        raise TypeError(f"A distance's `name` must be a non-empty string; got {name!r} ({type(name).__name__}).")
+    for arg, f in (("value", value), ("vjp", vjp)):
+        if not callable(f):
+            raise TypeError(f"The `{arg}` of distance {name!r} must be callable; got {f!r} ({type(f).__name__}).")
+
+
+def distance_taken(name: str, builtin: bool) -> ValueError:
+    if builtin:
+        return ValueError(f"{name!r} is a built-in distance and cannot be replaced; register yours under another name.")
+    return ValueError(f"A distance named {name!r} is already registered; pass replace=True to override it.")
+
+
+def check_sign_targets(name: str, x, xp, concrete: bool) -> None:
+    """Real or integer targets holding -1 or 1 (the values only on concrete arrays)."""
+    if not xp.isdtype(x.dtype, ("real floating", "integral")):
+        raise TypeError(f"`{name}` must be a real or integer array of -1 and 1; got dtype {x.dtype}.")
+    if concrete:
+        check_values_in(name, x, xp, (-1, 1), "hold -1 or 1")
+
+
+# --------------------------------------------------------------------------
+# embedding ranking (ranking_softmax's item mask)
+
+
+def check_bool_array(name: str, x, xp) -> None:
+    if not xp.isdtype(x.dtype, "bool"):
+        raise TypeError(f"`{name}` must be a boolean array; got dtype {x.dtype}.")

@@ -55,30 +55,37 @@ class Tolerance:
 class LossSpec:
     """Everything the engine, conformance and docs know about one loss.
 
-    ``value(xp, *inputs, **options)`` returns the unreduced loss (per element
-    or per sample); ``vjp(xp, cotangent, *inputs, **options)`` returns a dict
-    input name -> gradient for every differentiable input; the optional
-    ``fused(xp, *inputs, **options)`` returns ``(value, pullback)`` sharing
-    intermediates. ``validate(xp, inputs, options, concrete)`` adds checks
-    beyond the default ones (``same_shape`` inputs; floating inputs, except
-    the integer ``label_inputs``); value-dependent checks run only when ``concrete``.
-    ``output_shape(shapes, options)`` gives the unreduced loss's shape from the
-    input shapes, so weights and masks are checked before any arithmetic; None
-    marks an elementwise loss (the shape of the first input).
-    ``optional_inputs`` may be omitted (the functions then get None); a loss
-    whose inputs include ``weight`` owns that name (PyTorch's class weights),
-    and the engine's per-element weight is not offered. ``mean_weights(xp,
-    inputs, options)`` gives per-loss-element weights whose sum divides a
-    "mean" (PyTorch's class-weighted, ignore_index-aware mean), or None;
-    ``mean_scale(xp, inputs..., options...)`` gives per-loss-element divisors
-    applied before a "mean" (PyTorch's CTC mean of loss / target length).
-    ``sample(rng, options)`` draws valid float64 NumPy inputs away from kinks.
-    ``references`` maps a library name to a ``Reference`` computing the same
-    reduced loss with that library. ``option_cases`` are the
-    option sets conformance checks besides the defaults; ``functional``
-    overrides the generated function names (PyTorch's ``cross_entropy``). A weighted mean
-    divides by the weights' sum, or by the element count when
-    ``weighted_mean="count"`` (PyTorch's huber_loss).
+    The pair (and its optional fused form), all called with the namespace
+    ``xp``, the inputs by name and the options as keywords:
+
+    - ``value(xp, **inputs, **options)``: the unreduced loss (per element or per sample);
+    - ``vjp(xp, cotangent, **inputs, **options)``: dict input name -> gradient, for
+      every ``differentiable`` input, each in its input's shape;
+    - ``fused(xp, **inputs, **options)``: ``(value, pullback)`` sharing intermediates.
+
+    Inputs: ``label_inputs`` may be integer (all others must be floating);
+    ``optional_inputs`` may be omitted (the functions get None); a loss whose
+    inputs include ``weight`` owns that name (PyTorch's class weights) and the
+    engine's per-element weight is not offered; ``same_shape`` inputs must match
+    (default: all); ``predictions`` are what the functional ``_gradient`` returns.
+
+    Shape and checks: ``output_shape(shapes, options)`` gives the unreduced
+    loss's shape (None: elementwise, the first input's shape), so weights and
+    masks are checked before any arithmetic; ``validate(xp, inputs, options,
+    concrete)`` adds the loss's own checks, value checks only when ``concrete``.
+
+    Reduction: a weighted mean divides by the weights' sum, or by the element
+    count with ``weighted_mean="count"`` (PyTorch's huber_loss);
+    ``mean_weights(xp, **inputs, **options)`` gives per-element weights whose sum
+    divides a "mean" (PyTorch's class-weighted, ignore_index-aware mean);
+    ``mean_scale(xp, **inputs, **options)`` per-element divisors applied before a
+    "mean" (PyTorch's CTC mean of loss / target length).
+
+    Conformance and docs: ``sample(rng, shape, options)`` draws valid float64
+    NumPy inputs away from kinks; ``option_cases`` are the option sets checked
+    besides the defaults; ``references`` maps a library to a ``Reference``;
+    ``tolerances`` loosen or tighten a dtype's tolerance with a reason;
+    ``functional`` overrides the generated function names (PyTorch's ``cross_entropy``).
     """
 
     name: str
