@@ -475,7 +475,9 @@ def check_sign_targets(name: str, x, xp, concrete: bool) -> None:
     if not xp.isdtype(x.dtype, ("real floating", "integral")):
         raise TypeError(f"`{name}` must be a real or integer array of -1 and 1; got dtype {x.dtype}.")
     if concrete:
-        check_values_in(name, x, xp, (-1, 1), "hold -1 or 1")
+        bad = (x != -1) & (x != 1)
+        if bool(xp.any(bad)):
+            raise ValueError(f"`{name}` must hold -1 or 1; got {_first(xp, x, bad)!r}.")
 
 
 # --------------------------------------------------------------------------

@@ -24,7 +24,8 @@ FAMILY = "embedding"
 
 PAIRWISE_EPS = 1e-6  # torch.nn.functional.pairwise_distance's default eps
 COSINE_EPS = 1e-8  # torch.nn.functional.cosine_similarity's default eps
-EMBEDDING_EPS = 9.999999960041972e-13  # PyTorch cosine_embedding_loss's EPSILON, the float32 1e-12f, added to each squared norm
+# PyTorch cosine_embedding_loss's EPSILON, added to each squared norm: the float32 1e-12f, not the double 1e-12
+EMBEDDING_EPS = 9.999999960041972e-13
 
 
 def _flag(name, value):
@@ -356,7 +357,8 @@ register(LossSpec(
            "PyTorch's gradient v^/1e-8). Your own distance, with its gradient: "
            "`register_distance(name, value, vjp)`, where value(xp, a, b) returns the distances between the "
            "vectors on the last axis (shape a.shape[:-1]) using the array namespace xp and vjp(xp, cotangent, "
-           "a, b) returns (grad_a, grad_b); then pass distance=name. Vectors lie on the last axis, the loss has "
+           "a, b) returns (grad_a, grad_b); then pass distance=name (a saved config that names it needs it "
+           "registered again before from_config). Vectors lie on the last axis, the loss has "
            "shape (...) for inputs (..., D). Swap and kink as `triplet_margin`."),
 ))
 
@@ -526,7 +528,8 @@ register(LossSpec(
                     number(low=-1, high=1)),),
     formula=(r"\ell = 1 - \cos\ (y = 1),\ \max(0, \cos - m)\ (y = -1),\ "
              r"\cos = \frac{x_1^\top x_2}{\sqrt{(\|x_1\|^2 + \epsilon)(\|x_2\|^2 + \epsilon)}},\ \epsilon = 10^{-12}"),
-    gradient=(r"\partial\cos/\partial x_1 = \frac{x_2}{r_1 r_2} - \cos\frac{x_1}{r_1^2},\ r_i = \sqrt{\|x_i\|^2 + \epsilon};\ "
+    gradient=(r"\partial\cos/\partial x_1 = \frac{x_2}{r_1 r_2} - \cos\frac{x_1}{r_1^2},\ "
+              r"r_i = \sqrt{\|x_i\|^2 + \epsilon};\ "
               r"\partial\ell/\partial\cos = -1\ (y = 1),\ 1\ (y = -1,\ \cos \ge m)"),
     sample=_sample_cosine_embedding,
     aliases=("cosine_embedding_loss",),
@@ -535,7 +538,8 @@ register(LossSpec(
     option_cases=({}, {"margin": 0.5}, {"margin": -0.3}),
     literature=("torch.nn.functional.cosine_embedding_loss",),
     notes=("`input1` and `input2` are (..., D) (PyTorch: (N, D) or (D,)), `target` (...) holds 1 (similar) or "
-           "-1 (dissimilar), integer or floating. As PyTorch, 1e-12 is added to each squared norm, so zero "
+           "-1 (dissimilar), integer or floating. As PyTorch, its EPSILON 1e-12 (a float32 constant, "
+           "9.99999996e-13) is added to each squared norm, so zero "
            "vectors give finite values (cos = 0) and finite gradients (x2 / (1e-6 |x2|) for a zero x1). The "
            "cosine is computed as u1.u2 with u = x / sqrt(|x|^2 + 1e-12), so vectors whose squared norms "
            "overflow or underflow (float32 entries of 1e20 or 1e-25), where PyTorch gives NaN or loses the "
