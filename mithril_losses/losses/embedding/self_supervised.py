@@ -161,8 +161,8 @@ def _smoothed_cross_entropy(xp, logits, axis, eye, smoothing):
     ce = log_s - (1.0 - smoothing) * diag
     if smoothing > 0:
         ce = ce - (smoothing / b) * xp.sum(z, axis=axis, keepdims=True)
-    target = (1.0 - smoothing) * xp.astype(eye, logits.dtype) + smoothing / b
-    return xp.sum(ce) / b, xp.exp(z - log_s) - target
+    p = xp.exp(z - log_s) - smoothing / b
+    return xp.sum(ce) / b, xp.where(eye, p - (1.0 - smoothing), p)
 
 
 def clip_contrastive_fused(xp, image, text, *, temperature, label_smoothing, from_logits):
