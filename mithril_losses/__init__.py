@@ -8,21 +8,31 @@ from __future__ import annotations
 from . import functional
 from ._loss import Loss
 from .config import get_backend, set_backend, use_backend
-from .registry import LossSpec, Option, Tolerance, available, families, from_config, get, register, spec
+from .registry import LossSpec, Option, Reference, Tolerance, available, families, from_config, get, register, spec
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "Loss", "LossSpec", "Option", "Tolerance", "available", "families", "from_config", "get",
-    "get_backend", "register", "set_backend", "spec", "use_backend",
+    "Loss", "LossSpec", "Option", "Reference", "Tolerance", "available", "distances", "families", "from_config",
+    "get", "get_backend", "register", "register_distance", "set_backend", "spec", "update_center", "use_backend",
 ]
+
+_HELPERS = {  # loss-specific helpers, imported with the loss families on first use
+    "register_distance": "mithril_losses.losses.embedding.pairs",
+    "distances": "mithril_losses.losses.embedding.pairs",
+    "update_center": "mithril_losses.losses.embedding.self_supervised",
+}
 
 
 def __getattr__(name):
     """Functional names (``mse_loss``, ``mse_loss_gradient``, ...) come from the registry."""
+    import importlib
+
     from .registry import _load_builtin
 
     _load_builtin()
+    if name in _HELPERS:
+        return getattr(importlib.import_module(_HELPERS[name]), name)
     try:
         return getattr(functional, name)
     except AttributeError:
@@ -33,4 +43,4 @@ def __dir__():
     from .registry import _load_builtin
 
     _load_builtin()
-    return sorted(set(globals()) | set(functional.__all__))
+    return sorted(set(globals()) | set(_HELPERS) | set(functional.__all__))

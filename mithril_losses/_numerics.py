@@ -54,16 +54,10 @@ def log_sigmoid(xp, x):
     return -softplus(xp, -x)
 
 
-def logsumexp(xp, x, axis):
-    """log(sum(exp(x))) along ``axis`` (kept, size 1), max-shifted; a row of only -inf gives -inf."""
-    m = xp.max(x, axis=axis, keepdims=True)
-    m = xp.where(xp.isfinite(m), m, xp.zeros_like(m))
-    return m + xp.log(xp.sum(xp.exp(x - m), axis=axis, keepdims=True))
-
-
 def log_softmax(xp, x, axis):
-    """x - logsumexp(x): finite for huge logits; -inf logits stay -inf."""
-    return x - logsumexp(xp, x, axis)
+    """(x - max) - log(sum(exp(x - max))): keeps its digits for huge logits; -inf logits stay -inf."""
+    z, log_s = shifted_logits(xp, x, axis)
+    return z - log_s
 
 
 def take_labels(xp, x, labels, axis):

@@ -73,7 +73,8 @@ def _sample_listnet(rng, shape, options):
 
 
 register(LossSpec(
-    name="listnet", family=FAMILY, summary="ListNet: cross entropy between the top-one probabilities of the relevance and of the scores.",
+    name="listnet", family=FAMILY,
+    summary="ListNet: cross entropy between the top-one probabilities of the relevance and of the scores.",
     inputs=("scores", "relevance"), differentiable=("scores",), label_inputs=("relevance",), same_shape=(),
     value=listnet_value, vjp=listnet_vjp, fused=listnet_fused,
     validate=lambda xp, inputs, options, concrete: _check_lists(xp, inputs, options, concrete, "relevance"),
@@ -157,8 +158,9 @@ def ranking_softmax_fused(xp, scores, labels, mask=None, weights=None):
         y = y * weights
     if mask is not None:
         y = xp.where(mask, y, 0.0)
-        scores = xp.where(mask, scores, -math.inf)  # masked items leave the softmax
-    log_p = _numerics.log_softmax(xp, scores, -1)  # NaN for a list with no valid item; y = 0 there
+        # masked items leave the softmax (-inf); a list with no valid item gets finite 0 scores (y = 0 there)
+        scores = xp.where(xp.any(mask, axis=-1, keepdims=True), xp.where(mask, scores, -math.inf), 0.0)
+    log_p = _numerics.log_softmax(xp, scores, -1)
     value = -xp.sum(_numerics.xlog(xp, y, log_p), axis=-1)
     p = xp.exp(log_p) if mask is None else xp.where(mask, xp.exp(log_p), 0.0)
 
@@ -213,7 +215,7 @@ def _sample_ranking_softmax(rng, shape, options):
 
 register(LossSpec(
     name="ranking_softmax", family=FAMILY,
-    summary="optax's ranking softmax loss: softmax cross entropy of the scores against (unnormalised) relevance labels.",
+    summary="optax's ranking softmax loss: softmax cross entropy of the scores against unnormalised relevance labels.",
     inputs=("scores", "labels", "mask", "weights"), differentiable=("scores",),
     label_inputs=("labels", "mask"), optional_inputs=("mask", "weights"), same_shape=(),
     value=ranking_softmax_value, vjp=ranking_softmax_vjp, fused=ranking_softmax_fused,
@@ -289,7 +291,7 @@ def _sample_feature_alignment(rng, shape, options):
 
 register(LossSpec(
     name="feature_alignment", family=FAMILY,
-    summary="Feature alignment (dl_techniques): 1 - cosine(student, teacher) for pairs whose cosine is at most the margin.",
+    summary="Feature alignment (dl_techniques): 1 - cosine(student, teacher) where the cosine is at most the margin.",
     inputs=("student", "teacher"), differentiable=("student", "teacher"),
     value=feature_alignment_value, vjp=feature_alignment_vjp, fused=feature_alignment_fused,
     validate=_check_vectors, output_shape=lambda shapes, options: shapes["student"][:-1],
@@ -451,7 +453,7 @@ def _sample_clustering(rng, shape, options):
 
 register(LossSpec(
     name="clustering", family=FAMILY,
-    summary="Clustering loss: soft k-means compactness plus a penalty on unbalanced clusters (dl_techniques' two terms).",
+    summary="Clustering loss: soft k-means compactness plus a penalty on unbalanced clusters (dl_techniques' terms).",
     inputs=("embeddings", "centroids"), differentiable=("embeddings", "centroids"),
     predictions=("embeddings", "centroids"), same_shape=(),
     value=clustering_value, vjp=clustering_vjp, fused=clustering_fused,
