@@ -37,6 +37,8 @@ import numpy as np
 from . import registry
 
 DEFAULT_SIZES = ((4096, 1000), (1000,))
+# Losses whose inputs are not arrays of one shape: their own default sizes, read as their input maker reads them.
+LOSS_SIZES = {"ctc": ((200, 32, 30), (50, 4, 10))}  # (T, N, C)
 HEADLINE = ("mse", "huber", "cross_entropy", "binary_cross_entropy_with_logits")
 BACKENDS = ("numpy", "torch", "jax", "mlx")
 DOCS_PAGE = Path(__file__).resolve().parent.parent / "docs" / "performance.md"
@@ -165,7 +167,15 @@ def _options(spec) -> dict:
 
 
 def _make_inputs(spec, shape, dtype, rng) -> dict:
-    """Standard-normal inputs; class indices (N, d1, ...) for cross entropy; 0/1 targets for logits losses."""
+    """Standard-normal inputs; class indices (N, d1, ...) for cross entropy; 0/1 targets for logits losses;
+    log-softmax (T, N, C) with padded targets of up to T/3 labels for CTC."""
+    if spec.name == "ctc":
+        steps, batch, classes = shape
+        logits = rng.standard_normal(shape)
+        log_probs = logits - np.log(np.exp(logits).sum(axis=-1, keepdims=True))
+        longest = steps // 3
+        return {"log_probs": log_probs.astype(dtype), "targets": rng.integers(1, classes, (batch, longest)),
+                "input_lengths": np.full(batch, steps), "target_lengths": rng.integers(longest // 2, longest + 1, batch)}
     x = rng.standard_normal(shape).astype(dtype)
     if spec.name == "cross_entropy":
         classes, labels = (shape[1], shape[:1] + shape[2:]) if len(shape) > 1 else (shape[0], ())
@@ -388,10 +398,10 @@ def update_markdown(path: Path, body: str) -> None:
 
 
 def default_losses() -> list[str]:
-    """The headline losses, then every other regression loss with a PyTorch reference."""
+    """The headline losses, then CTC and every other regression loss with a PyTorch reference."""
     others = [n for n in registry.available("regression")
               if n not in HEADLINE and "torch" in registry.spec(n).references]
-    return [n for n in HEADLINE if n in registry.available()] + others
+    return [n for n in (*HEADLINE, *LOSS_SIZES) if n in registry.available()] + others
 
 
 def _shape(text: str) -> tuple:
@@ -439,7 +449,7 @@ def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
     losses = [registry.spec(n).name for n in args.losses.split(",")] if args.losses else (
-        default_losses()[: len(HEADLINE)] if args.quick else default_losses())
+        [n for n in HEADLINE if n in registry.available()] if args.quick else default_losses())
     wanted = args.backends.split(",") if args.backends else list(BACKENDS)
     unknown = [b for b in wanted if b not in BACKENDS]
     if unknown:
@@ -453,12 +463,13 @@ def main(argv=None) -> int:
         print(f"skipped (not installed): {', '.join(missing)}")
     print("times: median per call in ms; ratio = ours / theirs (< 1: mithril_losses faster)\n")
     print(format_table([]))
+    cases = [(shape, name) for shape in sizes for name in losses if args.sizes or name not in LOSS_SIZES]
+    cases += [(shape, name) for name in losses if not args.sizes and name in LOSS_SIZES for shape in LOSS_SIZES[name]]
     rows: list[Row] = []
-    for shape in sizes:
+    for shape, name in cases:
         large = int(np.prod(shape)) >= 100_000
         reps = args.reps or ((11 if large else 51) if args.quick else (21 if large else 201))
-        for name in losses:
-            rows += run_case(name, shape, args.dtype, backends, reps, args.warmup, log=print)
+        rows += run_case(name, shape, args.dtype, backends, reps, args.warmup, log=print)
     print("\n" + format_table(rows))
     command = " ".join(["mithril-losses bench", *_rerun_args(argv)])
     if args.json:
