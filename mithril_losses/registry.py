@@ -85,7 +85,10 @@ class LossSpec:
     NumPy inputs away from kinks; ``option_cases`` are the option sets checked
     besides the defaults; ``references`` maps a library to a ``Reference``;
     ``tolerances`` loosen or tighten a dtype's tolerance with a reason;
-    ``functional`` overrides the generated function names (PyTorch's ``cross_entropy``).
+    ``functional`` overrides the generated function names (PyTorch's ``cross_entropy``);
+    ``stopped_gradient`` says why the gradient deliberately holds a term of
+    the value constant (a stop-gradient, as the reference implementation does),
+    so finite differences of the value cannot check it (they are skipped, with that reason).
     """
 
     name: str
@@ -117,6 +120,7 @@ class LossSpec:
     output_shape: Callable | None = None
     mean_weights: Callable | None = None
     mean_scale: Callable | None = None
+    stopped_gradient: str = ""
     notes: str = ""
 
     @property

@@ -288,6 +288,9 @@ def run_check(spec, backend: str, device: str, dtype: str, check: str, *, full=F
         except ImportError:
             result.status, result.detail = "skipped", f"{lib} is not installed"
             return result
+    if check == "finite_differences" and spec.stopped_gradient:
+        result.status, result.detail = "skipped", f"stop-gradient by design: {spec.stopped_gradient}"
+        return result
     adapter = backends.get_adapter(backend)
     if dtype not in adapter.dtypes:
         result.status, result.detail = "skipped", f"{backend} has no {dtype}"
