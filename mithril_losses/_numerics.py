@@ -314,3 +314,54 @@ def shifted_logits(xp, x, axis):
     m = xp.max(x, axis=axis, keepdims=True)
     z = x - xp.where(xp.isfinite(m), m, xp.zeros_like(m))
     return z, xp.log(xp.sum(xp.exp(z), axis=axis, keepdims=True))
+
+
+def stop_gradient(xp, x):
+    """``x`` as a constant for the backend's autodiff (torch's ``no_grad``/``detach``, ``jax.lax.stop_gradient``).
+
+    Lets a value function hold a factor fixed that the reference computes under ``torch.no_grad()`` (CIoU's
+    alpha), so that autodiff of the value function and the hand-derived vjp agree; the identity elsewhere.
+    """
+    if array_api_compat.is_torch_namespace(xp):
+        return x.detach()
+    if array_api_compat.is_jax_namespace(xp):
+        import jax
+
+        return jax.lax.stop_gradient(x)
+    if not array_api_compat.is_numpy_namespace(xp) and hasattr(xp, "stop_gradient"):  # mlx
+        return xp.stop_gradient(x)
+    return x
+
+
+def scatter_add_last(xp, buffer, index, values):
+    """``buffer`` (..., C) plus ``values`` (..., K) summed into the classes ``index`` (broadcasts to values' shape)
+    along the last axis; repeated indices accumulate (a segment sum: CTC's extended labels -> classes).
+
+    ``buffer`` must be an array the engine allocated (NumPy and PyTorch add in place); array-api-strict
+    falls back to a (..., K, C) comparison.
+    """
+    index = xp.broadcast_to(as_index(xp, index), tuple(values.shape))
+    if array_api_compat.is_numpy_namespace(xp):
+        import numpy as np
+
+        c = buffer.shape[-1]
+        rows = np.arange(values.size // max(values.shape[-1], 1)).reshape(values.shape[:-1] + (1,))
+        flat = np.bincount((rows * c + index).ravel(), weights=values.ravel(), minlength=buffer.size)
+        buffer += flat.reshape(buffer.shape).astype(buffer.dtype, copy=False)
+        return buffer
+    if array_api_compat.is_torch_namespace(xp):
+        return buffer.scatter_add_(-1, index, xp.astype(values, buffer.dtype))
+    if array_api_compat.is_jax_namespace(xp):
+        import jax.numpy as jnp
+
+        grids = jnp.indices(index.shape, sparse=True)[:-1]
+        return buffer.at[(*grids, index)].add(values)
+    if hasattr(xp, "stop_gradient") and hasattr(buffer, "at"):  # mlx
+        import numpy as np
+
+        grids = tuple(xp.array(g) for g in np.indices(tuple(index.shape), sparse=True)[:-1])
+        return buffer.at[(*grids, index)].add(values)
+    classes = arange_like(xp, buffer.shape[-1], buffer)
+    hit = xp.expand_dims(index, axis=-1) == classes
+    v = xp.expand_dims(values, axis=-1)
+    return buffer + xp.sum(xp.where(hit, v, xp.zeros_like(v)), axis=-2)

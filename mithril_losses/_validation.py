@@ -487,3 +487,69 @@ def check_sign_targets(name: str, x, xp, concrete: bool) -> None:
 def check_bool_array(name: str, x, xp) -> None:
     if not xp.isdtype(x.dtype, "bool"):
         raise TypeError(f"`{name}` must be a boolean array; got dtype {x.dtype}.")
+
+
+# --------------------------------------------------------------------------
+# detection (box losses, distribution focal)
+
+
+def check_boxes(name: str, boxes, xp, concrete: bool) -> None:
+    """Boxes ``(..., 4)`` as (x1, y1, x2, y2) with x1 <= x2 and y1 <= y2 (the order only on concrete arrays)."""
+    if boxes.ndim < 1 or _shape(boxes)[-1] != 4:
+        raise ValueError(f"`{name}` must have shape (..., 4) with boxes as (x1, y1, x2, y2); got {_shape(boxes)}.")
+    if not concrete:
+        return
+    flat = xp.reshape(boxes, (-1, 4))
+    bad = ~((flat[:, 2] >= flat[:, 0]) & (flat[:, 3] >= flat[:, 1]))  # NaN is rejected too
+    if bool(xp.any(bad)):
+        i = int(xp.argmax(xp.astype(bad, xp.int32)))
+        box = tuple(float(v) for v in flat[i, :])
+        raise ValueError(f"`{name}` must hold boxes (x1, y1, x2, y2) with x1 <= x2 and y1 <= y2; "
+                         f"got box {box} at flat index {i}.")
+
+
+def check_bin_targets(name: str, x, xp, n_bins: int) -> None:
+    """Concrete continuous bin positions in [0, n_bins - 1) (call only on concrete arrays); NaN is rejected too."""
+    bad = ~((x >= 0) & (x < n_bins - 1))
+    if bool(xp.any(bad)):
+        raise ValueError(f"`{name}` must hold bin positions in [0, {n_bins - 1}) for {n_bins} bins; "
+                         f"got {_first(xp, x, bad)!r}.")
+
+
+# --------------------------------------------------------------------------
+# sequences (ctc)
+
+
+def check_integer_array(name: str, x, xp, what: str) -> None:
+    if not xp.isdtype(x.dtype, "integral"):
+        raise TypeError(f"`{name}` must be an integer array ({what}); got dtype {x.dtype}.")
+
+
+def check_integers_in(name: str, x, xp, low: int, high: int, what: str, *, where=None) -> None:
+    """Concrete integers in [low, high] (only where ``where`` holds); call only on concrete arrays."""
+    bad = (x < low) | (x > high)
+    if where is not None:
+        bad = bad & where
+    if bool(xp.any(bad)):
+        raise ValueError(f"`{name}` must be {what}; got {_first(xp, x, bad)!r}.")
+
+
+def ctc_targets_shape(targets, batch: int) -> ValueError:
+    return ValueError(
+        f"`targets` must be padded (N, S) with N = {batch} (the batch axis 1 of `log_probs`) or concatenated "
+        f"1-D (sum of `target_lengths`); got {_shape(targets)}."
+    )
+
+
+def ctc_concatenated_length(total: int, length_sum: int) -> ValueError:
+    return ValueError(
+        f"Concatenated `targets` must hold sum(`target_lengths`) = {length_sum} labels; got {total}."
+    )
+
+
+def ctc_blank_out_of_range(blank: int, classes: int) -> ValueError:
+    return ValueError(f"`blank` must be a class index in [0, {classes}) (the class axis of `log_probs`); got {blank}.")
+
+
+def ctc_target_is_blank(blank: int) -> ValueError:
+    return ValueError(f"`targets` must not contain the blank index {blank} within a target's length; got {blank}.")

@@ -1,3 +1,3 @@
 """Built-in loss families; importing this package registers them."""
 
-from . import adversarial, classification, embedding, probabilistic, regression  # noqa: F401
+from . import adversarial, classification, detection, embedding, probabilistic, regression, segmentation, sequence  # noqa: F401

@@ -1,0 +1,287 @@
+"""Sequence losses: connectionist temporal classification (CTC).
+
+``ctc`` is PyTorch's ``ctc_loss``: log-probabilities ``(T, N, C)`` (or
+unbatched ``(T, C)``), targets padded ``(N, S)`` or concatenated, per-sample
+input and target lengths. The value is ``-log p(target | x)`` summed over all
+alignments by the forward (alpha) recursion in log space; the gradient comes
+from the forward-backward (alpha-beta) pass, with the time loop as the only
+Python loop (vectorised over the batch and the extended label positions).
+The engine adds reduction, weights and masks (PyTorch's "mean" divides each
+loss by its target length first: ``mean_scale``).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .. import _numerics, _validation
+from ..registry import LossSpec, Option, Reference, register
+from ._common import integer
+
+FAMILY = "sequence"
+_NEG_INF = -math.inf
+
+
+def _lse3(xp, a, b, c):
+    """log(e^a + e^b + e^c) elementwise; all -inf gives -inf (no log 0, no inf - inf, finite autodiff)."""
+    m = xp.maximum(xp.maximum(a, b), c)
+    finite = m > _NEG_INF
+    m0 = xp.where(finite, m, xp.zeros_like(m))
+    s = xp.exp(a - m0) + xp.exp(b - m0) + xp.exp(c - m0)
+    return xp.where(finite, m0 + xp.log(xp.where(finite, s, xp.ones_like(s))), m)
+
+
+def _shift(xp, a, k):
+    """``a`` (N, K) moved k places along axis 1 (right for k > 0, left for k < 0), -inf filled in."""
+    if k > 0:
+        return xp.concat([xp.full_like(a[:, :k], _NEG_INF), a[:, :-k]], axis=1)
+    return xp.concat([a[:, -k:], xp.full_like(a[:, :-k], _NEG_INF)], axis=1)
+
+
+def _layout(xp, log_probs, targets, input_lengths, target_lengths, blank):
+    """Batched views: log-probabilities (T, N, C), extended labels (N, 2W+1) (blank, l1, blank, l2, ..., blank),
+    the skip mask (N, 2W+1), input and target lengths (N, 1)."""
+    if log_probs.ndim == 2:  # unbatched (T, C), targets (S,), scalar lengths
+        log_probs = xp.expand_dims(log_probs, axis=1)
+        targets = xp.reshape(targets, (1, -1))
+    input_lengths = xp.reshape(input_lengths, (-1, 1))
+    target_lengths = xp.reshape(target_lengths, (-1, 1))
+    frames, n = log_probs.shape[0], log_probs.shape[1]
+    # a target longer than T has no alignment: only the first min(S, T) labels are ever read (the rest is inf)
+    if targets.ndim == 1:  # concatenated: row n starts at the sum of the lengths before it
+        total = targets.shape[0]
+        width = min(total, frames)
+        rows = _numerics.arange_like(xp, n, targets)
+        earlier = xp.expand_dims(rows, axis=0) < xp.expand_dims(rows, axis=1)
+        lengths = xp.reshape(target_lengths, (1, -1))
+        offsets = xp.sum(xp.where(earlier, lengths, xp.zeros_like(lengths)), axis=1, keepdims=True)
+        pos = offsets + xp.expand_dims(_numerics.arange_like(xp, width, targets), axis=0)
+        pos = xp.clip(pos, min=0, max=max(total - 1, 0))
+        labels = xp.reshape(xp.take(targets, xp.reshape(pos, (-1,)), axis=0), (n, width)) if width else \
+            xp.zeros((n, 0), dtype=targets.dtype)
+    else:
+        width = min(targets.shape[1], frames)
+        labels = targets[:, :width]
+    s = xp.expand_dims(_numerics.arange_like(xp, width, targets), axis=0)
+    labels = xp.where(s < target_lengths, labels, xp.full_like(labels, blank))  # padding may hold anything
+    blanks = xp.full_like(labels, blank)
+    last = xp.full_like(input_lengths, blank, dtype=labels.dtype)  # (N, 1), also when W = 0
+    ext = xp.concat([xp.reshape(xp.stack([blanks, labels], axis=2), (n, 2 * width)), last], axis=1)
+    ext = _numerics.as_index(xp, ext)
+    before2 = xp.concat([xp.full_like(ext[:, :2], blank), ext[:, :-2]], axis=1)
+    skip = (ext != blank) & (ext != before2)  # s -> s + 2 over a blank, unless the labels repeat
+    return log_probs, ext, skip, input_lengths, target_lengths
+
+
+def _forward(xp, log_probs, targets, input_lengths, target_lengths, blank, keep):
+    # PyTorch's gradient, exp(lp) - d(-log p)/dlp ... (see ctc_fused), is the gradient of the loss of
+    # log_softmax(lp); the value is computed on log_softmax(lp) too (a no-op for log-probabilities), so that
+    # value and gradient agree and equal PyTorch's on log-probabilities.
+    log_probs, ext, skip, in_len, tg_len = _layout(xp, log_probs, targets, input_lengths, target_lengths, blank)
+    frames, n, _ = log_probs.shape
+    k = ext.shape[1]
+    lp = _numerics.log_softmax(xp, log_probs, -1)
+    emit = xp.take_along_axis(lp, xp.broadcast_to(xp.expand_dims(ext, axis=0), (frames, n, k)), axis=2)
+    s = xp.expand_dims(_numerics.arange_like(xp, k, ext), axis=0)
+    # alpha_{-1}: a virtual start in front of position 0, so that t = 0 is an ordinary step
+    zero = xp.zeros_like(ext, dtype=lp.dtype)
+    alpha = xp.where(s == 0, zero, xp.full_like(zero, _NEG_INF))
+    alphas, never = [], xp.full_like(alpha, _NEG_INF)
+    for t in range(frames):  # alpha_t(s) = y_t(l'_s) * (alpha_{t-1}(s) + alpha_{t-1}(s-1) [+ alpha_{t-1}(s-2)])
+        two = xp.where(skip, _shift(xp, alpha, 2), never)
+        step = emit[t, ...] + _lse3(xp, alpha, _shift(xp, alpha, 1), two)
+        alpha = xp.where(t < in_len, step, alpha)  # frames past the input length leave alpha as it was
+        if keep:
+            alphas.append(alpha)
+    # log p = log(alpha_{T_n-1}(2L) + alpha_{T_n-1}(2L-1)); none of them exist for a target longer than S' = W
+    last = 2 * tg_len
+    fits = last <= k - 1
+    end = xp.take_along_axis(alpha, xp.clip(last, min=0, max=k - 1), axis=1)
+    before = xp.take_along_axis(alpha, xp.clip(last - 1, min=0, max=k - 1), axis=1)
+    end = xp.where(fits, end, xp.full_like(end, _NEG_INF))
+    before = xp.where(fits & (tg_len > 0), before, xp.full_like(before, _NEG_INF))
+    log_p = _lse3(xp, end, before, xp.full_like(end, _NEG_INF))[:, 0]
+    ends = (s == last) | ((s == last - 1) & (tg_len > 0))  # where beta starts
+    return lp, emit, ext, skip, in_len, log_p, alphas, xp.where(ends, xp.zeros_like(alpha), never)
+
+
+def _finish(xp, log_p, log_probs, zero_infinity):
+    nll = xp.maximum(-log_p, xp.zeros_like(log_p))  # p <= 1: only rounding could make it negative
+    infinite = xp.isinf(nll)
+    if zero_infinity:
+        nll = xp.where(infinite, xp.zeros_like(nll), nll)
+    return nll if log_probs.ndim == 3 else nll[0], infinite
+
+
+def ctc_value(xp, log_probs, targets, input_lengths, target_lengths, *, blank, zero_infinity):
+    """-log sum over the alignments a of the target (blanks between labels, labels repeated) of prod_t y_t(a_t)."""
+    log_p = _forward(xp, log_probs, targets, input_lengths, target_lengths, blank, keep=False)[5]
+    return _finish(xp, log_p, log_probs, zero_infinity)[0]
+
+
+def ctc_fused(xp, log_probs, targets, input_lengths, target_lengths, *, blank, zero_infinity):
+    # With alpha_t(s) including y_t(l'_s) and beta'_t(s) the suffix after t (excluding it), every alignment
+    # passes one s at each frame t < T_n:  p = sum_s alpha_t(s) beta'_t(s).  With
+    # gamma_t(s) = alpha_t(s) beta'_t(s) / p,   d(-log p)/dlp_t(c) = -sum_{s: l'_s = c} gamma_t(s),
+    # and through the log_softmax:  dl/dlp_t(c) = softmax(lp_t)_c sum_s gamma_t(s) - sum_{s: l'_s = c} gamma_t(s)
+    # (sum_s gamma_t(s) = 1 for t < T_n, 0 after): PyTorch's exp(lp) - ... on log-probabilities.
+    lp, emit, ext, skip, in_len, log_p, alphas, end = _forward(
+        xp, log_probs, targets, input_lengths, target_lengths, blank, keep=True)
+    value, infinite = _finish(xp, log_p, log_probs, zero_infinity)
+
+    def pullback(ct):
+        frames = lp.shape[0]
+        nll = xp.where(infinite, xp.zeros_like(log_p), -log_p)[:, None]  # p = 0: gamma = 0, no inf - inf
+        skip_after = _shift_bool(xp, skip)
+        beta, never = end, xp.full_like(end, _NEG_INF)
+        gammas = [None] * frames
+        for t in range(frames - 1, -1, -1):
+            if t < frames - 1:  # beta'_t(s) = sum over s' in {s, s+1, s+2 (skip)} of y_{t+1}(l'_s') beta'_{t+1}(s')
+                c = emit[t + 1, ...] + beta
+                two = xp.where(skip_after, _shift(xp, c, -2), never)
+                beta = xp.where(t < in_len - 1, _lse3(xp, c, _shift(xp, c, -1), two), end)
+            g = xp.exp(alphas[t] + beta + nll)
+            gammas[t] = xp.where(t < in_len, g, xp.zeros_like(g))
+        gamma = xp.stack(gammas, axis=0) if frames else xp.zeros_like(emit)
+        total = xp.sum(gamma, axis=2, keepdims=True)
+        grad = _numerics.scatter_add_last(xp, xp.exp(lp) * total, ext, -gamma) * xp.reshape(ct, (1, -1, 1))
+        # an impossible alignment: PyTorch's gradient is NaN on the frames t < T_n (0 with zero_infinity)
+        frames_in = xp.expand_dims(_numerics.arange_like(xp, frames, lp), axis=1) < xp.reshape(in_len, (1, -1))
+        bad = xp.expand_dims(frames_in & xp.reshape(infinite, (1, -1)), axis=2)
+        grad = xp.where(bad, xp.zeros_like(grad) if zero_infinity else xp.full_like(grad, math.nan), grad)
+        return {"log_probs": grad if log_probs.ndim == 3 else grad[:, 0, :]}
+
+    return value, pullback
+
+
+def _shift_bool(xp, mask):
+    """``mask`` (N, K) moved two places left, False filled in: skip_after(s) = skip(s + 2)."""
+    return xp.concat([mask[:, 2:], xp.zeros_like(mask[:, :2])], axis=1)
+
+
+def ctc_vjp(xp, cotangent, log_probs, targets, input_lengths, target_lengths, *, blank, zero_infinity):
+    return ctc_fused(xp, log_probs, targets, input_lengths, target_lengths, blank=blank,
+                     zero_infinity=zero_infinity)[1](cotangent)
+
+
+def _ctc_mean_scale(xp, log_probs, targets, input_lengths, target_lengths, *, blank, zero_infinity):
+    # PyTorch's "mean": the batch mean of loss_n / max(L_n, 1)
+    return xp.astype(xp.maximum(target_lengths, xp.ones_like(target_lengths)), log_probs.dtype)
+
+
+def _check_ctc(xp, inputs, options, concrete):
+    lp, targets = inputs["log_probs"], inputs["targets"]
+    in_len, tg_len = inputs["input_lengths"], inputs["target_lengths"]
+    _validation.check_ndim_in("log_probs", lp, (2, 3), "(T, N, C), or (T, C) unbatched")
+    frames, classes = lp.shape[0], lp.shape[-1]
+    blank = options["blank"]
+    if blank >= classes:
+        raise _validation.ctc_blank_out_of_range(blank, classes)
+    _validation.check_labels("targets", targets, xp, classes, concrete=False)
+    _validation.check_integer_array("input_lengths", in_len, xp, "frames per sample")
+    _validation.check_integer_array("target_lengths", tg_len, xp, "labels per sample")
+    if lp.ndim == 3:
+        n = lp.shape[1]
+        if not (targets.ndim == 1 or (targets.ndim == 2 and targets.shape[0] == n)):
+            raise _validation.ctc_targets_shape(targets, n)
+        _validation.check_shape("input_lengths", in_len, (n,), "one length per sample")
+        _validation.check_shape("target_lengths", tg_len, (n,), "one length per sample")
+    else:
+        _validation.check_ndim_in("targets", targets, (1,), "(S,) for an unbatched (T, C) `log_probs`")
+        _validation.check_shape("input_lengths", in_len, (), "a scalar for an unbatched (T, C) `log_probs`")
+        _validation.check_shape("target_lengths", tg_len, (), "a scalar for an unbatched (T, C) `log_probs`")
+    if not concrete:
+        return
+    _validation.check_integers_in("input_lengths", in_len, xp, 0, frames,
+                                  f"in [0, {frames}] (the number of frames T of `log_probs`)")
+    concatenated = lp.ndim == 3 and targets.ndim == 1
+    width = targets.shape[-1]
+    if concatenated:
+        _validation.check_integers_in("target_lengths", tg_len, xp, 0, width, "non-negative")
+        if int(xp.sum(tg_len)) != width:
+            raise _validation.ctc_concatenated_length(width, int(xp.sum(tg_len)))
+        used = None
+    else:
+        _validation.check_integers_in("target_lengths", tg_len, xp, 0, width,
+                                      f"in [0, {width}] (the target width S of `targets`)")
+        pos = _numerics.arange_like(xp, width, targets)
+        used = pos < xp.reshape(tg_len, (-1, 1)) if lp.ndim == 3 else pos < tg_len
+    _validation.check_integers_in("targets", targets, xp, 0, classes - 1,
+                                  f"class indices in [0, {classes}) within the target lengths", where=used)
+    blank_used = targets == blank if used is None else (targets == blank) & used
+    if bool(xp.any(blank_used)):
+        raise _validation.ctc_target_is_blank(blank)
+
+
+def _torch_ctc(torch, inputs, options, reduction, weight=None):
+    if weight is not None:
+        raise TypeError("torch.nn.functional.ctc_loss takes no per-sample weight")
+    return torch.nn.functional.ctc_loss(
+        inputs["log_probs"], inputs["targets"], inputs["input_lengths"], inputs["target_lengths"],
+        blank=options["blank"], reduction=reduction, zero_infinity=options["zero_infinity"])
+
+
+def _sample_ctc(rng, shape, options):
+    """Log-softmax outputs (T = 10, N, C), targets of up to 3 labels (one with a repeat), padded or concatenated."""
+    shape = tuple(shape)
+    n, classes = (shape[-2] if len(shape) > 1 else 1), max(shape[-1], 3)
+    frames, blank = 10, options.get("blank", 0)
+    x = rng.normal(0.0, 1.5, (frames, n, classes))
+    log_probs = x - np.log(np.sum(np.exp(x), axis=2, keepdims=True))
+    lengths = rng.integers(0, 4, n)
+    lengths[0] = 3
+    in_len = rng.integers(frames - 3, frames + 1, n)
+    in_len[0] = frames
+    labels = rng.integers(0, classes - 1, (n, 4))
+    labels = labels + (labels >= blank)  # never the blank
+    labels[0, 1] = labels[0, 0]  # a repeat: needs a blank between
+    if options.get("zero_infinity") and n > 1:
+        in_len[-1], lengths[-1] = 2, 3  # impossible: 0 with a zero gradient
+    if len(shape) == 3 or rng.random() < 0.5:
+        targets = np.concatenate([labels[i, :lengths[i]] for i in range(n)])
+    else:
+        padding = rng.integers(0, classes, labels.shape)  # ignored past each length, blanks included
+        targets = np.where(np.arange(4) < lengths[:, None], labels, padding)
+    return {"log_probs": log_probs, "targets": targets.astype(np.int64),
+            "input_lengths": in_len.astype(np.int64), "target_lengths": lengths.astype(np.int64)}
+
+
+def _check_zero_infinity(name, value):
+    _validation.check_bool(name, value)
+
+
+register(LossSpec(
+    name="ctc", family=FAMILY,
+    summary="Connectionist temporal classification (PyTorch's ctc_loss), with a forward-backward gradient.",
+    inputs=("log_probs", "targets", "input_lengths", "target_lengths"), differentiable=("log_probs",),
+    label_inputs=("targets", "input_lengths", "target_lengths"), same_shape=(),
+    value=ctc_value, vjp=ctc_vjp, fused=ctc_fused, validate=_check_ctc,
+    output_shape=lambda shapes, options: tuple(shapes["log_probs"][1:2]) if len(shapes["log_probs"]) == 3 else (),
+    mean_scale=_ctc_mean_scale,
+    options=(Option("blank", 0, "Class index of the blank (an integer in [0, C)).", integer(low=0)),
+             Option("zero_infinity", False, "Impossible alignments (infinite losses) give 0 and a zero gradient.",
+                    _check_zero_infinity)),
+    formula=(r"\ell = -\log \textstyle\sum_{a \in \mathcal{B}^{-1}(y)} \prod_{t < T_n} \hat y_{t, a_t},\ "
+             r"\hat y = \operatorname{softmax}(\text{log\_probs})"),
+    gradient=(r"\partial\ell/\partial\,\text{lp}_{t,c} = \hat y_{t,c} - \textstyle\sum_{s: l'_s = c} "
+              r"\alpha_t(s)\beta'_t(s)/p\ \ (t < T_n;\ 0\ \text{after})"),
+    sample=_sample_ctc,
+    aliases=("ctc_loss",),
+    functional=("ctc_loss",),
+    references={"torch": Reference("torch.nn.functional.ctc_loss", _torch_ctc)},
+    option_cases=({}, {"blank": 2}, {"zero_infinity": True}),
+    literature=("Graves et al., Connectionist Temporal Classification (ICML 2006); torch.nn.functional.ctc_loss",),
+    notes=("`log_probs` (T, N, C) or unbatched (T, C) are log-probabilities (log_softmax outputs); `targets` are "
+           "padded (N, S) (entries past a target's length are ignored) or concatenated 1-D (sum of "
+           "`target_lengths`), or (S,) unbatched; `input_lengths` and `target_lengths` are integer (N,) (scalars "
+           "unbatched). The reductions are PyTorch's: \"mean\" is the batch mean of loss / max(target length, 1). "
+           "The gradient is PyTorch's, exp(lp) - sum_s alpha beta / p on the frames t < T_n and 0 after, which is "
+           "the gradient of the loss of log_softmax(log_probs); the value is computed on log_softmax(log_probs) "
+           "as well, so value and gradient agree (a no-op for log-probabilities; inputs that are not normalised "
+           "are treated as logits, where PyTorch's value and gradient disagree). An impossible alignment (a target "
+           "too long for its input) gives +inf and, as PyTorch, a NaN gradient on its frames; with "
+           "`zero_infinity=True` 0 and a zero gradient. The loss is never negative. Targets may not contain the "
+           "blank within their lengths, and lengths may not exceed T or S (ValueError)."),
+))
