@@ -49,11 +49,6 @@ def sigmoid(xp, x):
     return xp.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
 
 
-def log_sigmoid(xp, x):
-    """log(sigmoid(x)) = -softplus(-x)."""
-    return -softplus(xp, -x)
-
-
 def log_softmax(xp, x, axis):
     """(x - max) - log(sum(exp(x - max))): keeps its digits for huge logits; -inf logits stay -inf."""
     z, log_s = shifted_logits(xp, x, axis)
