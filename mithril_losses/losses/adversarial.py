@@ -240,20 +240,11 @@ register(LossSpec(
 # --------------------------------------------------------------------------- hinge
 
 
-def hinge_generator_value(xp, fake):
-    """-f."""
-    return -fake
-
-
-def hinge_generator_vjp(xp, cotangent, fake):
-    return {"fake": -cotangent}
-
-
 register(LossSpec(
     name="hinge_generator", family=FAMILY,
     summary="Hinge GAN generator loss: the negated discriminator score of generated samples.",
     inputs=("fake",), differentiable=("fake",),
-    value=hinge_generator_value, vjp=hinge_generator_vjp,
+    value=wasserstein_generator_value, vjp=wasserstein_generator_vjp,  # the same loss, -f
     formula=r"\ell = -f",
     gradient=r"\partial\ell/\partial f = -1",
     sample=_scores,
