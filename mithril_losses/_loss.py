@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import _validation, backends, config
+from . import _layers, _validation, backends, config
 from ._reduction import per_element, reduce
 
 
@@ -101,13 +101,17 @@ class Loss:
         out = {}
         for name in self.spec.differentiable:
             x = call.inputs[name]
+            if name in self.spec.layer_inputs:
+                per_layer = dict(_layers.items(grads[name]))
+                out[name] = _layers.map_layers(lambda key, a: _as_dtype(xp, per_layer[key], a.dtype), x)
+                continue
             g = grads[name]
             if tuple(g.shape) != tuple(x.shape):
                 g = _unbroadcast(xp, g, tuple(x.shape))
             if call.where is not None and self.spec.elementwise and tuple(g.shape) == call.loss_shape:
                 # a masked element's gradient is 0 even where the loss there is not finite
                 g = xp.where(xp.broadcast_to(per_element(xp, call.where, g.shape), g.shape), g, xp.zeros_like(g))
-            out[name] = g if g.dtype == x.dtype else xp.astype(g, x.dtype)
+            out[name] = _as_dtype(xp, g, x.dtype)
         return out
 
     def _prepare(self, args, inputs, weight, where, backend):
@@ -119,12 +123,14 @@ class Loss:
         xp = call.xp
         for name in spec.inputs:
             if name not in spec.label_inputs and call.inputs[name] is not None:
-                _validation.check_floating(name, call.inputs[name], xp)
+                for key, x in _layers.items(call.inputs[name]):
+                    _validation.check_floating(_layers.label(name, key), x, xp)
         matched = spec.shape_matched
         for other in matched[1:]:
             _validation.check_same_shape(matched[0], call.inputs[matched[0]], other, call.inputs[other])
         if spec.validate is not None:
-            concrete = all(call.adapter.is_concrete(x) for x in call.inputs.values() if x is not None)
+            concrete = all(call.adapter.is_concrete(x) for v in call.inputs.values() if v is not None
+                           for _, x in _layers.items(v))
             spec.validate(xp, call.inputs, self.options, concrete)
         shape = call.loss_shape = spec.loss_shape(call.inputs, self.options)
         call.axis = None if self.axis is None else _validation.check_axis("axis", self.axis, len(shape))
@@ -135,6 +141,10 @@ class Loss:
         if call.where is not None:
             _validation.check_where(call.where, xp, shape)
         return call
+
+
+def _as_dtype(xp, g, dtype):
+    return g if g.dtype == dtype else xp.astype(g, dtype)
 
 
 def _unbroadcast(xp, g, shape):
@@ -152,18 +162,21 @@ class _Call:
 
     def __init__(self, loss, bound, weight, where, backend):
         choice = config.configured(backend)
-        extras = [(n, x) for n, x in (("weight", weight), ("where", where)) if x is not None]
-        arrays = [(n, x, backends.library_of(x)) for n, x in (*bound.items(), *extras)]
+        layered = loss.spec.layer_inputs
+        leaves = [(n, key, x) for n, v in bound.items() for key, x in (_layers.items(v) if n in layered else [(None, v)])]
+        extras = [(n, None, x) for n, x in (("weight", weight), ("where", where)) if x is not None]
+        arrays = [(_layers.label(n, key), x, backends.library_of(x)) for n, key, x in (*leaves, *extras)]
         name = choice.backend or _infer(arrays)
         adapter = backends.get_adapter(name)
         self.adapter, self.xp = adapter, adapter.xp
         if choice.device is not None:
             adapter.check_device(choice.device)
         self.device = choice.device or _common_device(adapter, arrays, name)
-        converted = {n: self._convert(n, x, lib, name) for n, x, lib in arrays[: len(bound)]}
-        self.inputs = {n: converted.get(n) for n in loss.spec.inputs}
-        extra = {n: self._convert(n, x, lib, name) for n, x, lib in arrays[len(bound):]}
-        self.weight, self.where = extra.get("weight"), extra.get("where")
+        converted = {(n, key): self._convert(*array, name) for (n, key, _), array in zip((*leaves, *extras), arrays)}
+        self.inputs = {n: None if n not in bound else
+                       _layers.map_layers(lambda key, _, n=n: converted[n, key], bound[n]) if n in layered else
+                       converted[n, None] for n in loss.spec.inputs}
+        self.weight, self.where = converted.get(("weight", None)), converted.get(("where", None))
 
     def _convert(self, arg, x, library, name):
         if library == name and (self.device is None or self.adapter.on_device(x, self.device)):

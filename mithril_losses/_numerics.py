@@ -153,11 +153,21 @@ def take_table(xp, table, indices):
 
 def constant(xp, values, like):
     """``values`` (a number or a sequence) as an array of ``like``'s dtype, on ``like``'s device."""
+    return xp.asarray(values, dtype=like.dtype, device=device_of(like))
+
+
+def indices_like(xp, values, like):
+    """Integer ``values`` (a NumPy array of indices) as an array on ``like``'s device."""
+    device = device_of(like)
+    return xp.asarray(values) if device is None else xp.asarray(values, device=device)
+
+
+def device_of(x):
+    """``x``'s device, or None for MLX arrays (unified memory: they have no device attribute)."""
     try:
-        device = array_api_compat.device(like)
-    except (AttributeError, TypeError, ValueError):  # MLX arrays have no device attribute (unified memory)
-        device = None
-    return xp.asarray(values, dtype=like.dtype, device=device)
+        return array_api_compat.device(x)
+    except (AttributeError, TypeError, ValueError):
+        return None
 
 
 def log_softmax_complement(xp, x, axis):
@@ -210,10 +220,7 @@ def log_or_zero(xp, x):
 
 def arange_like(xp, n, like):
     """``arange(n)`` (integers) on ``like``'s device, e.g. to build a diagonal mask ``i[:, None] == i[None, :]``."""
-    try:
-        device = array_api_compat.device(like)
-    except (AttributeError, TypeError, ValueError):  # MLX arrays have no device attribute (unified memory)
-        device = None
+    device = device_of(like)
     return xp.arange(n) if device is None else xp.arange(n, device=device)
 
 

@@ -553,3 +553,82 @@ def ctc_blank_out_of_range(blank: int, classes: int) -> ValueError:
 
 def ctc_target_is_blank(blank: int) -> ValueError:
     return ValueError(f"`targets` must not contain the blank index {blank} within a target's length; got {blank}.")
+
+
+# --------------------------------------------------------------------------
+# perceptual losses (features per layer: one array, a list or a dict of arrays)
+
+
+def check_layer_weights(name: str, weights):
+    """None, a dict layer name -> weight or a sequence of weights, each >= 0, not all 0; returned as a dict or tuple."""
+    if weights is None:
+        return None
+    if isinstance(weights, dict):
+        for key, value in weights.items():
+            check_number(f"{name}[{key!r}]", value, low=0.0)
+        values = tuple(weights.values())
+    elif isinstance(weights, (list, tuple)):
+        for i, value in enumerate(weights):
+            check_number(f"{name}[{i}]", value, low=0.0)
+        values = tuple(weights)
+    else:
+        raise TypeError(f"`{name}` must be None, a dict of layer weights or a list of them; got {weights!r}.")
+    if not any(v > 0 for v in values):
+        raise ValueError(f"`{name}` must give at least one layer a positive weight; got {weights!r}.")
+    return {k: float(v) for k, v in weights.items()} if isinstance(weights, dict) else tuple(float(v) for v in values)
+
+
+def _layer_kind(layers) -> str:
+    return "a dict" if isinstance(layers, dict) else "a list" if isinstance(layers, (list, tuple)) else "one array"
+
+
+def check_same_layers(name_a: str, a, name_b: str, b) -> None:
+    """Both inputs have the same structure and layer names (dict keys or list length)."""
+    kind_a, kind_b = _layer_kind(a), _layer_kind(b)
+    if kind_a != kind_b:
+        raise TypeError(f"`{name_a}` and `{name_b}` must both be one array, a list or a dict of layers; "
+                        f"got {kind_a} and {kind_b}.")
+    keys_a = list(a) if isinstance(a, dict) else len(a) if kind_a == "a list" else None
+    keys_b = list(b) if isinstance(b, dict) else len(b) if kind_b == "a list" else None
+    if keys_a != keys_b:
+        what = "layer names" if isinstance(a, dict) else "number of layers"
+        raise ValueError(f"`{name_a}` and `{name_b}` must have the same {what}; got {keys_a!r} and {keys_b!r}.")
+    if keys_a is not None and not keys_a:
+        raise ValueError(f"`{name_a}` must hold at least one layer; got an empty {kind_a[2:]}.")
+
+
+def check_layer_weights_match(name: str, weights, layers_name: str, layers) -> None:
+    """Dict weights name existing layers of dict features; list weights have one entry per layer of list features."""
+    if weights is None:
+        return
+    kind = _layer_kind(layers)
+    if isinstance(weights, dict):
+        if kind != "a dict":
+            raise TypeError(f"`{name}` is a dict, so `{layers_name}` must be a dict of layers; got {kind}.")
+        unknown = [k for k in weights if k not in layers]
+        if unknown:
+            raise ValueError(f"`{name}` names layers {unknown!r} that `{layers_name}` does not have; "
+                             f"its layers are {list(layers)!r}.")
+    elif kind != "a list" or len(weights) != len(layers):
+        got = f"{len(layers)} layers" if kind == "a list" else kind
+        raise ValueError(f"`{name}` has {len(weights)} entries, so `{layers_name}` must be a list of "
+                         f"{len(weights)} layers; got {got}.")
+
+
+def check_batch_size(name: str, x, batch: int, first: str) -> None:
+    if x.ndim < 1 or x.shape[0] != batch:
+        raise ValueError(f"`{name}` must have the batch size {batch} of `{first}` on axis 0; got shape {_shape(x)}.")
+
+
+def check_channel_axis(name: str, axis: int, x) -> int:
+    """A non-batch axis of ``x`` (negative counts from the end), returned as a non-negative index."""
+    if not -x.ndim < axis < x.ndim or axis % x.ndim == 0:
+        raise ValueError(f"`channel_axis` {axis} is not a non-batch axis of `{name}` with shape {_shape(x)} "
+                         f"(axis 0 is the batch).")
+    return axis % x.ndim
+
+
+def check_same_channels(name_a: str, a, axis_a: int, name_b: str, b, axis_b: int) -> None:
+    if a.shape[axis_a] != b.shape[axis_b]:
+        raise ValueError(f"`{name_a}` and `{name_b}` must have the same number of channels; got {a.shape[axis_a]} "
+                         f"(shape {_shape(a)}) and {b.shape[axis_b]} (shape {_shape(b)}).")

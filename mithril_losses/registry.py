@@ -6,7 +6,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from . import _validation
+from . import _layers, _validation
 from ._reduction import REDUCTIONS
 
 
@@ -67,7 +67,11 @@ class LossSpec:
     ``optional_inputs`` may be omitted (the functions get None); a loss whose
     inputs include ``weight`` owns that name (PyTorch's class weights) and the
     engine's per-element weight is not offered; ``same_shape`` inputs must match
-    (default: all); ``predictions`` are what the functional ``_gradient`` returns.
+    (default: all); ``predictions`` are what the functional ``_gradient`` returns;
+    ``layer_inputs`` may be one array, a list or a dict of arrays (features per
+    layer, see ``_layers``): the functions get them in that structure, with
+    every layer converted, and return their gradients in it (``output_shape``
+    gets their shapes as a dict layer key -> shape).
 
     Shape and checks: ``output_shape(shapes, options)`` gives the unreduced
     loss's shape (None: elementwise, the first input's shape), so weights and
@@ -117,6 +121,7 @@ class LossSpec:
     functional: tuple[str, ...] | None = None
     label_inputs: tuple[str, ...] = ()
     optional_inputs: tuple[str, ...] = ()
+    layer_inputs: tuple[str, ...] = ()
     output_shape: Callable | None = None
     mean_weights: Callable | None = None
     mean_scale: Callable | None = None
@@ -135,7 +140,8 @@ class LossSpec:
         """Shape of the unreduced loss for these inputs."""
         if self.output_shape is None:
             return tuple(inputs[self.inputs[0]].shape)
-        shapes = {n: None if x is None else tuple(x.shape) for n, x in inputs.items()}
+        shapes = {n: None if x is None else tuple(x.shape) if n not in self.layer_inputs else
+                  {key: tuple(a.shape) for key, a in _layers.items(x)} for n, x in inputs.items()}
         return tuple(self.output_shape(shapes, options))
 
     @property

@@ -21,7 +21,7 @@ import importlib
 
 import numpy as np
 
-from .. import backends
+from .. import _layers, backends
 from .._loss import Loss
 from .gaps import known_gap
 from .tolerances import FINITE_DIFFERENCES, tolerance
@@ -90,29 +90,39 @@ def _sample(spec, options, shape, seed):
 
 
 def _on_backend(adapter, arrays, dtype, device):
-    out = {}
-    for name, a in arrays.items():
+    def convert(_, a):
         a = np.asarray(a)
-        target = adapter.dtype(dtype) if a.dtype.kind == "f" else None
-        out[name] = adapter.asarray(a, dtype=target, device=device)
-    return out
+        return adapter.asarray(a, dtype=adapter.dtype(dtype) if a.dtype.kind == "f" else None, device=device)
+
+    return {name: _layers.map_layers(convert, a) for name, a in arrays.items()}
 
 
 def _to_numpy64(adapter, arrays):
     """Back to NumPy float64 (what the backend's rounding left of the inputs)."""
-    out = {}
-    for name, a in arrays.items():
+    def convert(_, a):
         a = adapter.to_numpy(a)
-        out[name] = a.astype(np.float64) if a.dtype.kind == "f" or a.dtype.name == "bfloat16" else a
-    return out
+        return a.astype(np.float64) if a.dtype.kind == "f" or a.dtype.name == "bfloat16" else a
+
+    return {name: _layers.map_layers(convert, a) for name, a in arrays.items()}
+
+
+def _leaves(arrays, names):
+    """[(label, array)] for the inputs ``names``, every layer of a layer input (dict or list of arrays) its own."""
+    return [(_layers.label(n, key), a) for n in names for key, a in _layers.items(arrays[n])]
+
+
+def _with_leaves(arrays, names, leaves):
+    """``arrays`` with the leaves of ``names`` (in ``_leaves`` order) replaced by ``leaves``."""
+    new = iter(leaves)
+    return {**arrays, **{n: _layers.map_layers(lambda _, a: next(new), arrays[n]) for n in names}}
 
 
 def _check_gradient_types(adapter, grads, inputs, errors):
-    for name, g in grads.items():
-        x = inputs[name]
+    names = list(grads)
+    for (label, g), (_, x) in zip(_leaves(grads, names), _leaves(inputs, names)):
         if tuple(g.shape) != tuple(x.shape) or g.dtype != x.dtype or backends.library_of(g) != backends.library_of(x):
             errors.failures.append(
-                f"gradient of {name}: got {type(g).__name__} {tuple(g.shape)} {g.dtype}, "
+                f"gradient of {label}: got {type(g).__name__} {tuple(g.shape)} {g.dtype}, "
                 f"input is {type(x).__name__} {tuple(x.shape)} {x.dtype}")
 
 
@@ -144,13 +154,13 @@ def _autodiff(spec, adapter, device, dtype, full, seed, errors):
             ct = adapter.asarray(_random_like(rng, out_shape), dtype=adapter.dtype(dtype), device=device)
 
             def f(*d):
-                return loss.value(**{**x, **dict(zip(diff, d))}, backend=name, **extra)
+                return loss.value(**_with_leaves(x, diff, d), backend=name, **extra)
 
-            _, auto = adapter.vjp(f, [x[n] for n in diff], ct)
+            _, auto = adapter.vjp(f, [a for _, a in _leaves(x, diff)], ct)
             ours = loss.vjp(ct, **x, backend=name, **extra)
             _check_gradient_types(adapter, ours, x, errors)
-            for n, g in zip(diff, auto):
-                errors.compare(f"{reduction} grad {n} {shape}", adapter.to_numpy(ours[n]), adapter.to_numpy(g))
+            for (label, g), a in zip(_leaves(ours, diff), auto):
+                errors.compare(f"{reduction} grad {label} {shape}", adapter.to_numpy(g), adapter.to_numpy(a))
 
 
 def _finite_differences(spec, adapter, device, dtype, full, seed, errors):
@@ -159,16 +169,17 @@ def _finite_differences(spec, adapter, device, dtype, full, seed, errors):
         rng, x = _sample(spec, options, shape, seed + k)
         loss = Loss(spec, reduction="none", **options)
         ct = _random_like(rng, np.shape(loss.value(**x, backend="numpy")))
-        grads = loss.vjp(ct, **x, backend="numpy")
-        for n in spec.differentiable:
+        grads = _leaves(loss.vjp(ct, **x, backend="numpy"), spec.differentiable)
+        for i, (label, a) in enumerate(_leaves(x, spec.differentiable)):
             for _ in range(2):
-                v = _random_like(rng, np.shape(x[n]))
+                v = _random_like(rng, np.shape(a))
 
                 def phi(t):
-                    return float(np.sum(ct * loss.value(**{**x, n: x[n] + t * v}, backend="numpy")))
+                    moved = [b + t * v if j == i else b for j, (_, b) in enumerate(_leaves(x, spec.differentiable))]
+                    return float(np.sum(ct * loss.value(**_with_leaves(x, spec.differentiable, moved), backend="numpy")))
 
                 fd = (-phi(2 * h) + 8 * phi(h) - 8 * phi(-h) + phi(-2 * h)) / (12 * h)
-                errors.compare(f"d/d{n} {shape}", float(np.sum(grads[n] * v)), fd)
+                errors.compare(f"d/d{label} {shape}", float(np.sum(grads[i][1] * v)), fd)
 
 
 def _cross_backend(spec, adapter, device, dtype, full, seed, errors):
@@ -183,12 +194,12 @@ def _cross_backend(spec, adapter, device, dtype, full, seed, errors):
         ct = adapter.asarray(ct64, dtype=adapter.dtype(dtype), device=device)
         grads64 = loss.vjp(ct64, **x64, backend="numpy")
         value, grads = loss.value(**x, backend=name), loss.vjp(ct, **x, backend=name)
-        if backends.library_of(value) != name or value.dtype != x[spec.differentiable[0]].dtype:
+        if backends.library_of(value) != name or value.dtype != _leaves(x, spec.differentiable)[0][1].dtype:
             errors.failures.append(f"value is {type(value).__name__} of dtype {value.dtype}")
         _check_gradient_types(adapter, grads, x, errors)
         errors.compare(f"value {shape}", adapter.to_numpy(value), value64)
-        for n in spec.differentiable:
-            errors.compare(f"grad {n} {shape}", adapter.to_numpy(grads[n]), grads64[n])
+        for (label, g), (_, g64) in zip(_leaves(grads, spec.differentiable), _leaves(grads64, spec.differentiable)):
+            errors.compare(f"grad {label} {shape}", adapter.to_numpy(g), g64)
 
 
 def _reference(library):

@@ -1,3 +1,4 @@
 """Built-in loss families; importing this package registers them."""
 
-from . import adversarial, classification, detection, embedding, probabilistic, regression, segmentation, sequence  # noqa: F401
+from . import (adversarial, classification, detection, embedding, perceptual, probabilistic,  # noqa: F401
+               regression, segmentation, sequence)
