@@ -8,6 +8,10 @@ Run: python examples/compiled_model_backward.py [--compile]
   --compile  wrap the model in torch.compile(backend="aot_eager") (a compiled graph, no C++ toolchain needed)
 """
 
+# example-needs: torch
+# example-prints: parameter gradients match torch's F.mse_loss + backward()
+# example-run: --compile
+
 import argparse
 
 import torch

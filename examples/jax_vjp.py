@@ -7,6 +7,9 @@ Huber loss and d loss / d outputs; the pullback turns that into parameter gradie
 Run: python examples/jax_vjp.py
 """
 
+# example-needs: jax optax
+# example-prints: parameter gradients match jax.grad of optax.losses.huber_loss
+
 import jax
 import jax.numpy as jnp
 import numpy as np

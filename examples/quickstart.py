@@ -3,6 +3,9 @@
 Run: python examples/quickstart.py
 """
 
+# example-needs: numpy
+# example-prints: quickstart OK
+
 import importlib.util
 
 import numpy as np

@@ -172,11 +172,13 @@ class _Call:
         if choice.device is not None:
             adapter.check_device(choice.device)
         self.device = choice.device or _common_device(adapter, arrays, name)
-        converted = {(n, key): self._convert(*array, name) for (n, key, _), array in zip((*leaves, *extras), arrays)}
+        converted = [self._convert(*array, name) for array in arrays]
+        by_leaf = {(n, key): x for (n, key, _), x in zip(leaves, converted)}
         self.inputs = {n: None if n not in bound else
-                       _layers.map_layers(lambda key, _, n=n: converted[n, key], bound[n]) if n in layered else
-                       converted[n, None] for n in loss.spec.inputs}
-        self.weight, self.where = converted.get(("weight", None)), converted.get(("where", None))
+                       _layers.map_layers(lambda key, _, n=n: by_leaf[n, key], bound[n]) if n in layered else
+                       by_leaf[n, None] for n in loss.spec.inputs}
+        extra = {n: x for (n, _, _), x in zip(extras, converted[len(leaves):])}
+        self.weight, self.where = extra.get("weight"), extra.get("where")
 
     def _convert(self, arg, x, library, name):
         if library == name and (self.device is None or self.adapter.on_device(x, self.device)):
