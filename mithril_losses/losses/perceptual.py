@@ -40,9 +40,7 @@ def _layer_loss(layer_fused):
     def fused(xp, features_real, features_fake, *, layer_weights, **options):
         parts = [(key, share, layer_fused(xp, real, fake, **options))
                  for key, real, fake, share in _used_layers(features_real, features_fake, layer_weights)]
-        value = parts[0][1] * parts[0][2][0]
-        for _, share, (layer_value, _) in parts[1:]:
-            value = value + share * layer_value
+        value = sum(share * layer_value for _, share, (layer_value, _) in parts)
 
         def pullback(ct):
             grads = {key: pb(share * ct) for key, share, (_, pb) in parts}
