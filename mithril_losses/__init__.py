@@ -7,14 +7,20 @@ from __future__ import annotations
 
 from . import functional
 from ._loss import Loss
+from .compose import (CompositeLoss, LossCollection, LossMetrics, LossScheduler, MultiOutputLoss, Regularization,
+                      ScheduledLoss, UncertaintyWeightedLoss, WeightedLoss, l1_regularization, l2_regularization,
+                      load_objective, safe_divide, safe_log)
 from .config import get_backend, set_backend, use_backend
 from .registry import LossSpec, Option, Reference, Tolerance, available, families, from_config, get, register, spec
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "Loss", "LossSpec", "Option", "Reference", "Tolerance", "available", "distances", "families", "from_config",
-    "get", "get_backend", "register", "register_distance", "set_backend", "spec", "update_center", "use_backend",
+    "CompositeLoss", "Loss", "LossCollection", "LossMetrics", "LossScheduler", "LossSpec", "MultiOutputLoss", "Option",
+    "Reference", "Regularization", "ScheduledLoss", "Tolerance", "UncertaintyWeightedLoss", "WeightedLoss",
+    "available", "distances", "families", "from_config", "get", "get_backend", "l1_regularization",
+    "l2_regularization", "load_objective", "register", "register_distance", "safe_divide", "safe_log",
+    "set_backend", "spec", "update_center", "use_backend",
 ]
 
 _HELPERS = {  # loss-specific helpers, imported with the loss families on first use

@@ -632,3 +632,342 @@ def check_same_channels(name_a: str, a, axis_a: int, name_b: str, b, axis_b: int
     if a.shape[axis_a] != b.shape[axis_b]:
         raise ValueError(f"`{name_a}` and `{name_b}` must have the same number of channels; got {a.shape[axis_a]} "
                          f"(shape {_shape(a)}) and {b.shape[axis_b]} (shape {_shape(b)}).")
+
+
+def no_gradient_for(loss: str, label: str, differentiable: Sequence[str], stop: str) -> ValueError:
+    """A framework asks for the gradient of an input the loss gives none (a target, a label, the engine's weight)."""
+    return ValueError(f"`{label}` is being differentiated, but {loss!r} gives it no gradient (it gives gradients for "
+                      f"{', '.join(f'`{n}`' for n in differentiable)}). Pass `{stop}` instead.")
+
+
+# --------------------------------------------------------------------------
+# the Mithril integration (mithril_losses.integrations.mithril)
+
+
+def not_a_compiled_mithril_model(model) -> TypeError:
+    return TypeError(
+        f"Expected a compiled Mithril model (from mithril.compile(...)); got {type(model).__name__}, which has "
+        f"neither evaluate(params, data, output_gradients=...) (newer Mithril) nor evaluate(params, data) with "
+        f"evaluate_gradients(params, data, output_gradients=...) (mithril 0.1.1)."
+    )
+
+
+def not_a_mapping(name: str, value, what: str) -> TypeError:
+    return TypeError(f"`{name}` must be a dict of {what}; got {type(value).__name__}.")
+
+
+def empty_mapping(name: str, what: str) -> ValueError:
+    return ValueError(f"`{name}` is empty; it must map at least one {what}.")
+
+
+def output_gradient_not_an_array(output: str, value) -> TypeError:
+    return TypeError(
+        f"`output_gradients[{output!r}]` must be an array (NumPy, JAX, PyTorch or MLX); got {type(value).__name__}."
+    )
+
+
+def output_gradient_shape(output: str, got: tuple, expected: tuple) -> ValueError:
+    return ValueError(
+        f"`output_gradients[{output!r}]` must have the shape of the model output {output!r}, {expected}; got {got}. "
+        f"(Mithril would broadcast it without an error and return wrong parameter gradients.)"
+    )
+
+
+def missing_outputs(missing: Sequence[str], available: Sequence[str]) -> KeyError:
+    return KeyError(
+        f"`outputs` has no output {', '.join(map(repr, missing))}; it has {', '.join(map(repr, available))}. "
+        f"Pass the model's evaluated outputs, model.evaluate(params, data)."
+    )
+
+
+def bad_mithril_loss_entry(output: str, entry) -> TypeError:
+    return TypeError(
+        f"`losses[{output!r}]` must be (loss, targets) or (loss, targets, weight), with a Loss from "
+        f"mithril_losses.get(...) and targets a key of `data`, a tuple of keys or None; got {entry!r}."
+    )
+
+
+def unreduced_mithril_loss(output: str, loss: str) -> ValueError:
+    return ValueError(
+        f"`losses[{output!r}]`: {loss!r} has reduction='none', but a training objective is a scalar; "
+        f"use reduction='mean' or 'sum'."
+    )
+
+
+def prediction_not_differentiable(output: str, loss: str, first: str) -> ValueError:
+    return ValueError(
+        f"`losses[{output!r}]`: {loss!r} gives no gradient for its first input `{first}`, which is where the "
+        f"model output goes."
+    )
+
+
+def missing_target(output: str, key: str, available: Sequence[str]) -> KeyError:
+    return KeyError(
+        f"`losses[{output!r}]` reads {key!r} from `data`, which has no such key; it has "
+        f"{', '.join(map(repr, available)) or 'no keys'}."
+    )
+
+
+# --------------------------------------------------------------------------
+# composition (weighted, scheduled, composite, multi-output and uncertainty-weighted objectives,
+# regularisation, schedules, metrics, objective configs and files)
+
+
+def not_a_term(where: str, value) -> TypeError:
+    return TypeError(
+        f"{where} must be a loss (mlo.get(...)) or an objective (WeightedLoss, CompositeLoss, ...); got {value!r} "
+        f"({type(value).__name__}). A plain function has no hand-derived gradient: register it as a loss with "
+        f"mlo.register(LossSpec(...)) first."
+    )
+
+
+def objective_not_nestable(where: str, kind: str) -> TypeError:
+    return TypeError(f"{where} cannot be a {kind}: it is a whole objective, called with dicts of outputs and targets.")
+
+
+def check_part_name(owner: str, name) -> str:
+    if not isinstance(name, str) or not name:
+        raise TypeError(f"Names in {owner!r} must be non-empty strings; got {name!r} ({type(name).__name__}).")
+    return name
+
+
+def bad_parts(owner: str, parts) -> TypeError:
+    return TypeError(
+        f"The parts of {owner!r} must be a dict name -> loss (or (loss, weight)), or a list of losses named by their "
+        f"`name`; got {parts!r} ({type(parts).__name__})."
+    )
+
+
+def bad_part(owner: str, name, part) -> TypeError:
+    where = "A part" if name is None else f"Part {name!r}"
+    return TypeError(
+        f"{where} of {owner!r} must be a loss, an objective or a pair (loss, weight); got {part!r} "
+        f"({type(part).__name__})."
+    )
+
+
+def duplicate_part(owner: str, name: str) -> ValueError:
+    return ValueError(f"{owner!r} has two parts named {name!r}; give them distinct names (a dict name -> loss, "
+                      f"or name=...).")
+
+
+def no_parts(owner: str) -> ValueError:
+    return ValueError(f"{owner!r} has no parts; give it at least one loss.")
+
+
+def check_renaming(owner: str, renamed, inputs: Sequence[str]) -> dict:
+    """``inputs=`` of a weighted part: a dict from some of the loss's input names to new, distinct names."""
+    if renamed is None:
+        return {}
+    if not isinstance(renamed, dict) or not all(isinstance(k, str) and isinstance(v, str) and v
+                                                for k, v in renamed.items()):
+        raise TypeError(f"`inputs` of {owner!r} must be a dict from the loss's input names to new names (strings); "
+                        f"got {renamed!r}.")
+    unknown = [k for k in renamed if k not in inputs]
+    if unknown:
+        raise ValueError(f"`inputs` of {owner!r} renames {unknown!r}, which the loss does not take; its inputs are "
+                         f"{', '.join(inputs)} (`weight` is the call keyword and keeps its name).")
+    names = [renamed.get(n, n) for n in inputs]
+    clashing = sorted({n for n in names if names.count(n) > 1 or n == "weight"})
+    if clashing:
+        raise ValueError(f"`inputs` of {owner!r} gives the input names {names!r}, where {clashing!r} would name two "
+                         f"inputs or the call keyword `weight`; choose distinct names.")
+    return dict(renamed)
+
+
+def too_many_positional(owner: str, count: int, positional: Sequence[str], conflict) -> TypeError:
+    if conflict is None:
+        return TypeError(f"{owner!r} takes at most {len(positional)} positional inputs ({', '.join(positional)}); "
+                         f"got {count}. Pass the others by name.")
+    bound = f"only ({', '.join(positional)})" if positional else "none"
+    return TypeError(f"{owner!r} got {count} positional inputs, but positions bind {bound}: {conflict}. "
+                     f"Pass the inputs by name.")
+
+
+def unknown_parts(owner: str, arg: str, unknown: Sequence, names: Iterable[str]) -> ValueError:
+    return ValueError(f"`{arg}` of {owner!r} is a dict naming {list(unknown)!r}, which are not its parts; its parts "
+                      f"are {list(names)!r}.")
+
+
+def ambiguous_weight(owner: str, meanings: dict) -> ValueError:
+    described = ", ".join(f"{n!r}: {m} weights" for n, m in meanings.items())
+    return ValueError(
+        f"`weight` of {owner!r} is one array, but it means different things to its parts ({described}); pass a dict "
+        f"part name -> weight instead."
+    )
+
+
+def part_shapes(owner: str, shapes: dict) -> ValueError:
+    described = ", ".join(f"{n!r}: {s}" for n, s in shapes.items())
+    return ValueError(f"The parts of {owner!r} give values of different shapes ({described}), which do not add up; "
+                      f"give them one reduction (e.g. 'mean').")
+
+
+def scheduled_weight(owner: str, name: str) -> TypeError:
+    return TypeError(f"Part {name!r} of {owner!r} is a ScheduledLoss: its weight comes from its schedule; "
+                     f"set its step instead.")
+
+
+def schedule_not_callable(schedule) -> TypeError:
+    return TypeError(f"`schedule` must be a LossScheduler or a callable step -> weight; got {schedule!r} "
+                     f"({type(schedule).__name__}).")
+
+
+def schedule_not_serialisable(name: str, schedule) -> TypeError:
+    return TypeError(
+        f"ScheduledLoss {name!r} has the Python callable {schedule!r} as its schedule, which has no config (code is "
+        f"never written to or read from a config). Use a LossScheduler (constant, linear_warmup, cosine_annealing, "
+        f"warmup_cosine, exponential_decay) to save it."
+    )
+
+
+def check_schedule_value(name: str, step: int, value) -> float:
+    """A schedule's weight: a finite real number (a Python or NumPy number, or a 0-d array)."""
+    try:
+        number = None if isinstance(value, bool) else float(value)
+    except (TypeError, ValueError):
+        number = None
+    if number is None or not math.isfinite(number):
+        raise ValueError(f"The schedule of {name!r} gave {value!r} at step {step}; a weight must be a finite real "
+                         f"number.")
+    return number
+
+
+def check_step(step) -> int:
+    """A training step: a non-negative integer (Python or NumPy)."""
+    if isinstance(step, bool) or not hasattr(step, "__index__"):
+        raise TypeError(f"`step` must be a non-negative integer; got {step!r} ({type(step).__name__}).")
+    if step < 0:
+        raise ValueError(f"`step` must be a non-negative integer; got {step!r}.")
+    return step.__index__()
+
+
+def bad_schedule_config(config) -> ValueError:
+    return ValueError(f"A schedule config must be a dict with a string 'kind' and its parameters; got {config!r}.")
+
+
+def missing_parameters(what: str, missing: Sequence[str]) -> TypeError:
+    return TypeError(f"The {what} is missing the parameter(s) {', '.join(f'`{m}`' for m in missing)}.")
+
+
+def reserved_input(owner: str, task: str, name: str) -> ValueError:
+    return ValueError(f"Task {task!r} of {owner!r} takes an input named `{name}`, which holds the learned "
+                      f"log-variances there; rename it with WeightedLoss(..., inputs={{{name!r}: ...}}).")
+
+
+def vjp_unsupported(owner: str, reason: str) -> TypeError:
+    return TypeError(f"{owner!r} has no vjp: {reason}.")
+
+
+def check_log_vars_shape(owner: str, shape: tuple, tasks: Sequence[str]) -> None:
+    if tuple(shape) != (len(tasks),):
+        raise ValueError(f"`log_vars` of {owner!r} must have shape ({len(tasks)},): one log-variance per task "
+                         f"({', '.join(tasks)}); got {tuple(shape)}.")
+
+
+def task_not_scalar(owner: str, task: str, shape: tuple) -> ValueError:
+    return ValueError(f"Task {task!r} of {owner!r} gives a loss of shape {shape}; uncertainty weighting needs each "
+                      f"task reduced to a scalar (reduction 'mean' or 'sum').")
+
+
+def no_prediction(owner: str, output: str) -> ValueError:
+    return ValueError(f"The loss of output {output!r} of {owner!r} has no prediction input to receive the output.")
+
+
+def check_outputs(owner: str, outputs, names: Sequence[str]) -> None:
+    if not isinstance(outputs, dict):
+        raise TypeError(f"`outputs` of {owner!r} must be a dict output name -> array; got {type(outputs).__name__}.")
+    missing = [n for n in names if n not in outputs]
+    extra = [n for n in outputs if n not in names]
+    if missing or extra:
+        raise ValueError(f"`outputs` of {owner!r} must hold exactly its outputs {list(names)!r}; missing "
+                         f"{missing!r}, not its outputs {extra!r}.")
+
+
+def bad_targets(owner: str, targets) -> TypeError:
+    return TypeError(f"`targets` of {owner!r} must be a dict output name -> target (or a dict of the loss's other "
+                     f"inputs); got {type(targets).__name__}.")
+
+
+def targets_need_names(owner: str, output: str, others: Sequence[str]) -> ValueError:
+    if not others:
+        return ValueError(f"`targets[{output!r}]` of {owner!r} is given, but the loss of that output takes no input "
+                          f"besides the output.")
+    return ValueError(f"`targets[{output!r}]` of {owner!r} must be a dict naming the loss's inputs "
+                      f"{', '.join(others)}, as it takes more than one besides the output.")
+
+
+def missing_targets(owner: str, output: str, missing: Sequence[str]) -> TypeError:
+    return TypeError(f"`targets[{output!r}]` of {owner!r} is missing the input(s) "
+                     f"{', '.join(f'`{m}`' for m in missing)} of that output's loss.")
+
+
+def empty_params(params) -> ValueError:
+    return ValueError(f"`params` must hold at least one parameter array; got {params!r}.")
+
+
+def bad_metric_values(values) -> TypeError:
+    return TypeError(f"LossMetrics.update takes a dict name -> loss value; got {type(values).__name__}.")
+
+
+def metric_number(name, value) -> float:
+    """A loss value as a float: a Python number or an array with one element, of any library."""
+    if isinstance(value, bool) or not hasattr(value, "__float__") or tuple(getattr(value, "shape", ())) != ():
+        raise TypeError(f"LossMetrics values must be real numbers or 0-d arrays; `{name}` is {value!r}.")
+    return float(value)
+
+
+def bad_objective_config(path: str, problem: str) -> ValueError:
+    return ValueError(f"Invalid objective config at {path}: {problem}")
+
+
+def at_config_path(error: Exception, path: str) -> Exception:
+    """The same error, saying where in a nested config it happened."""
+    message = error.args[0] if error.args else str(error)
+    return type(error)(f"{path}: {message}")
+
+
+def in_file(error: Exception, source: str) -> Exception:
+    """The same error, naming the file it came from."""
+    message = error.args[0] if error.args else str(error)
+    return type(error)(f"In {source}: {message}")
+
+
+def check_config_keys(path: str, kind: str, cfg, required: Sequence[str], optional: Sequence[str]) -> None:
+    allowed = ("composite", *required, *optional)
+    unknown = [k for k in cfg if k not in allowed]
+    missing = [k for k in required if k not in cfg]
+    if unknown or missing:
+        problems = [f"unknown keys {unknown!r}"] if unknown else []
+        problems += [f"missing keys {missing!r}"] if missing else []
+        raise bad_objective_config(path, f"a {kind!r} config has {' and '.join(problems)}; its keys are "
+                                         f"{', '.join(allowed)}.")
+
+
+def check_file_keys(source: str, data: dict, allowed: Sequence[str], *, required: Sequence[str]) -> None:
+    unknown = [k for k in data if k not in allowed]
+    missing = [k for k in required if k not in data]
+    if unknown:
+        raise bad_config(source, f"unknown keys {unknown!r}; allowed: {list(allowed)}.")
+    if missing:
+        raise bad_config(source, f"missing the key(s) {missing!r}.")
+
+
+def not_a_table(data) -> str:
+    return f"expected an object (a table) with the keys 'objective' and 'backend', got {type(data).__name__}."
+
+
+def objective_file_type(suffix: str) -> str:
+    return f"an objective file must end in .json or .toml; got {suffix or 'no suffix'!r}."
+
+
+def unreadable(error: Exception) -> str:
+    return f"the file cannot be read ({error})."
+
+
+def not_parsable(fmt: str, error: Exception) -> str:
+    return f"not readable as {fmt} ({error})."
+
+
+def toml_unavailable() -> str:
+    return "reading TOML needs Python 3.11+ (tomllib) or the tomli package (pip install tomli)."

@@ -216,7 +216,14 @@ def get(name: str, **options):
 
 
 def from_config(config: dict):
-    """Rebuild a loss from ``Loss.to_config()``; only registered names and options are accepted."""
+    """Rebuild a loss from ``Loss.to_config()``, or an objective from its (nested) config tagged ``"composite"``.
+
+    Only registered names and options, and the composite kinds of ``mithril_losses.compose``, are accepted.
+    """
+    if isinstance(config, dict) and "composite" in config:
+        from .compose.config import from_config as objective_from_config
+
+        return objective_from_config(config)
     if not isinstance(config, dict) or not isinstance(config.get("name"), str):
         raise _validation.bad_loss_config(config)
     options = {k: v for k, v in config.items() if k != "name"}
