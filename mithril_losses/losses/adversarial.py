@@ -219,7 +219,7 @@ def wasserstein_discriminator_value(xp, real, fake):
 
 
 def wasserstein_discriminator_vjp(xp, cotangent, real, fake):
-    return {"real": -cotangent, "fake": cotangent}
+    return {"real": -cotangent, "fake": xp.asarray(cotangent, copy=True)}  # never the caller's own array
 
 
 register(LossSpec(

@@ -196,7 +196,7 @@ def maximum_mean_discrepancy_fused(xp, x, y, *, kernel, bandwidth, degree, coef0
 
         def linear_pullback(ct):
             g = _expand(xp, 2.0 * _expand(xp, ct, -1) * delta, -2)
-            return {"x": xp.broadcast_to(g / n, x.shape), "y": xp.broadcast_to(-g / m, y.shape)}
+            return {"x": xp.zeros_like(x) + g / n, "y": xp.zeros_like(y) - g / m}  # writable, not broadcast views
 
         return xp.sum(delta * delta, axis=-1), linear_pullback
 
