@@ -971,3 +971,32 @@ def not_parsable(fmt: str, error: Exception) -> str:
 
 def toml_unavailable() -> str:
     return "reading TOML needs Python 3.11+ (tomllib) or the tomli package (pip install tomli)."
+
+
+# --------------------------------------------------------------------------
+# axis options (psnr, cosine_similarity)
+
+
+def check_axis_option(name: str, axis, *, allow_none: bool):
+    """An axis option before the input is seen: an int or a tuple (or list) of distinct ints, or None where
+    ``allow_none``; returned as an int, a tuple or None. The range is checked against the input later."""
+    if axis is None and not allow_none:
+        raise TypeError(f"`{name}` must be an int or a tuple of ints; got None.")
+    check_axis(name, axis, 64)
+    return tuple(axis) if isinstance(axis, list) else axis
+
+
+# --------------------------------------------------------------------------
+# the backend config file (config.py)
+
+
+def missing_config_file() -> str:
+    return "the file does not exist."
+
+
+def not_a_json_object(data) -> str:
+    return f"expected a JSON object, got {type(data).__name__}."
+
+
+def setting_not_a_string(key: str, value) -> str:
+    return f"`{key}` must be a string, got {value!r} ({type(value).__name__})."

@@ -85,6 +85,18 @@ class LossSpec:
     ``mean_scale(xp, **inputs, **options)`` per-element divisors applied before a
     "mean" (PyTorch's CTC mean of loss / target length).
 
+    Domains: ``domains`` maps an input to the values ``validate`` accepts on
+    concrete arrays (outside them: a ValueError naming the input and showing the
+    value): an interval ``"[0, 1]"``, ``"(0, inf)"``, ``"[0, C)"`` (an end that
+    is a name, such as C classes or T frames, is a size the inputs give; the
+    notes say which), a set ``"{-1, 1}"``, or ``"boxes"`` ((x1, y1, x2, y2) with
+    x1 <= x2 and y1 <= y2). A domain that depends on the options or on the
+    input's dtype is a tuple of ``(domain, when)`` pairs, the first whose
+    ``when`` holds applying: ``when`` is a dict of option values, and its key
+    ``"dtype"`` ("integral" or "real floating") the input's kind. Inputs not
+    listed accept every value of their dtype; a label equal to the loss's
+    ``ignore_index`` option is accepted besides its domain.
+
     Conformance and docs: ``sample(rng, shape, options)`` draws valid float64
     NumPy inputs away from kinks; ``option_cases`` are the option sets checked
     besides the defaults; ``references`` maps a library to a ``Reference``;
@@ -126,6 +138,7 @@ class LossSpec:
     mean_weights: Callable | None = None
     mean_scale: Callable | None = None
     stopped_gradient: str = ""
+    domains: dict = field(default_factory=dict)
     notes: str = ""
 
     @property
@@ -143,6 +156,17 @@ class LossSpec:
         shapes = {n: None if x is None else tuple(x.shape) if n not in self.layer_inputs else
                   {key: tuple(a.shape) for key, a in _layers.items(x)} for n, x in inputs.items()}
         return tuple(self.output_shape(shapes, options))
+
+    def domain(self, name: str, options: dict, kind: str) -> str | None:
+        """The declared domain of input ``name`` for these (normalised) options and an input of dtype ``kind``
+        ("integral", "real floating" or "bool"); None where every value is accepted."""
+        entry = self.domains.get(name)
+        if entry is None or isinstance(entry, str):
+            return entry
+        for domain, when in entry:
+            if all((kind if key == "dtype" else options.get(key)) == value for key, value in when.items()):
+                return domain
+        return None
 
     @property
     def shape_matched(self) -> tuple[str, ...]:

@@ -1,10 +1,17 @@
-"""Helpers shared by the loss families: option checks and input samplers."""
+"""Helpers shared by the loss families: option checks, input domains and input samplers."""
 
 from __future__ import annotations
 
 import numpy as np
 
 from .. import _validation
+
+
+# The domain (LossSpec.domains) of a target that holds class indices when integer (C classes on the input's class
+# axis) and per-class values, not checked, when floating.
+CLASS_INDICES = (("[0, C)", {"dtype": "integral"}),)
+# The domain of an input that holds probabilities unless the option from_logits is True.
+PROBABILITY_INPUT = (("[0, 1]", {"from_logits": False}),)
 
 
 def number(**bounds):
@@ -29,6 +36,14 @@ def integer(**bounds):
     def check(name, value):
         _validation.check_number(name, value, integer=True, **bounds)
         return int(value)
+    return check
+
+
+def axis_option(*, allow_none):
+    """An option check: an axis or a tuple of axes, or None where ``allow_none`` (see
+    ``_validation.check_axis_option``)."""
+    def check(name, value):
+        return _validation.check_axis_option(name, value, allow_none=allow_none)
     return check
 
 

@@ -15,6 +15,8 @@ which the caller computes (they are the model's output here).
 
 from __future__ import annotations
 
+import math
+
 from .. import _numerics, _validation
 from ..registry import LossSpec, Option, register
 from ._common import away_from, number
@@ -321,7 +323,9 @@ def gradient_penalty_fused(xp, gradients, *, target_norm, penalty_weight):
 
 
 def _check_penalty(xp, inputs, options, concrete):
-    _validation.check_ndim("gradients", inputs["gradients"], at_least=1)
+    g = inputs["gradients"]
+    _validation.check_ndim("gradients", g, at_least=1)
+    _validation.check_min_size("gradients", math.prod(g.shape[1:]), 1, "a number of values per sample")
 
 
 def _sample_penalty(rng, shape, options):

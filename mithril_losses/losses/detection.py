@@ -149,6 +149,7 @@ def _sample_boxes(rng, shape, options):
 _BOX_COMMON = dict(
     family=FAMILY, inputs=("boxes1", "boxes2"), differentiable=("boxes1", "boxes2"), predictions=("boxes1",),
     validate=_check_boxes, output_shape=_box_shape, sample=_sample_boxes,
+    domains={"boxes1": "boxes", "boxes2": "boxes"},
     options=(Option("eps", 1e-7, "Added to the union, the enclosing area or diagonal (>= 0).", number(low=0)),),
     option_cases=({}, {"eps": 0.01}),
 )
@@ -320,6 +321,7 @@ register(LossSpec(
     inputs=("input", "target"), differentiable=("input",), same_shape=(),
     value=distribution_focal_value, vjp=distribution_focal_vjp, fused=distribution_focal_fused,
     validate=_check_dfl, output_shape=lambda shapes, options: tuple(shapes["input"][:-1]),
+    domains={"target": "[0, n_bins - 1)"},
     formula=r"\ell = -(y_r - y)\log p_{y_l} - (y - y_l)\log p_{y_r},\ y_l = \lfloor y\rfloor,\ y_r = y_l + 1,\ "
             r"p = \operatorname{softmax}(x)\ \text{over the last axis}",
     gradient=r"\partial\ell/\partial x = p - (y_r - y)\,e_{y_l} - (y - y_l)\,e_{y_r}",

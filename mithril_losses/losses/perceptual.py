@@ -68,7 +68,7 @@ def _positions(xp, x, channel_axis):
     axis = channel_axis % x.ndim
     order = (0,) + tuple(i for i in range(1, x.ndim) if i != axis) + (axis,)
     moved = xp.permute_dims(x, order)
-    flat = xp.reshape(moved, (x.shape[0], -1, x.shape[axis]))
+    flat = xp.reshape(moved, (x.shape[0], int(np.prod(moved.shape[1:-1])), x.shape[axis]))  # also for B = 0
     inverse = tuple(int(i) for i in np.argsort(order))
 
     def back(g):
@@ -98,6 +98,10 @@ def _check_layers(min_ndim, same_shape):
             else:
                 axes = [_validation.check_channel_axis(name, options["channel_axis"], x) for name, x in pair]
                 _validation.check_same_channels(*pair[0], axes[0], *pair[1], axes[1])
+                for (name, x), axis in zip(pair, axes):
+                    positions = int(np.prod([n for i, n in enumerate(x.shape) if i not in (0, axis)]))
+                    _validation.check_min_size(name, x.shape[axis], 1, "a number of channels")
+                    _validation.check_min_size(name, positions, 1, "a number of positions per sample")
     return validate
 
 
@@ -138,8 +142,9 @@ _LAYERS_NOTE = ("Features are one array, a list or a dict of layers, batch on ax
 def _reconstruction_layer(xp, real, fake):
     """Mean squared difference per sample, over every non-batch element."""
     diff = fake - real
-    count = max(int(np.prod(fake.shape[1:])), 1)
-    value = xp.sum(xp.reshape(diff * diff, (fake.shape[0], -1)), axis=1) / count
+    size = int(np.prod(fake.shape[1:]))
+    count = max(size, 1)
+    value = xp.sum(xp.reshape(diff * diff, (fake.shape[0], size)), axis=1) / count
     return value, lambda ct: (2.0 / count) * diff * _per_sample(xp, ct, fake.ndim)
 
 
@@ -177,7 +182,7 @@ def _style_layer(xp, real, fake, *, channel_axis):
     r, _ = _positions(xp, real, channel_axis)
     diff = _gram(xp, f) - _gram(xp, r)
     count = diff.shape[1] * diff.shape[2]
-    value = xp.sum(xp.reshape(diff * diff, (diff.shape[0], -1)), axis=1) / count
+    value = xp.sum(xp.reshape(diff * diff, (diff.shape[0], count)), axis=1) / count
 
     def pullback(ct):
         # d/dG = 2 (G - G_r) / C^2 (symmetric), and dG = (dF^T F + F^T dF) / P, so dF = 2 F (d/dG) / P
@@ -280,28 +285,34 @@ def _contextual_layer(xp, real, fake, *, band_width, eps, max_samples, seed, cha
 
 
 def _sample_contextual(rng, shape, options):
-    """Unrelated real and fake features, redrawn until no row minimum of d is within 0.01 of 0 (where
-    d / min d curves sharply) or of the runner-up, and no column maximum of CX within 2% of the
+    """Unrelated real and fake features, each sample redrawn until no row minimum of d is within 0.01 of 0
+    (where d / min d curves sharply) or of the runner-up, and no column maximum of CX within 2% of the
     runner-up (the kinks of the gradient)."""
     def gap(x, axis):
         top = np.sort(x, axis=axis)
         return np.take(top, -1, axis=axis) - np.take(top, -2, axis=axis)
 
-    for _ in range(100):
+    def draw():
         out = _sample_layers(rng, shape, options, spread=2.0)
         # the loss is scale-free; features of size ~10 keep its sharp kernel smooth at finite-difference steps
-        out = {name: {k: 10.0 * x for k, x in layers.items()} for name, layers in out.items()}
-        clear = True
+        return {name: {k: 10.0 * x for k, x in layers.items()} for name, layers in out.items()}
+
+    out = draw()
+    for _ in range(100):
+        clear = np.ones(shape[0], dtype=bool)
         for key, real in out["features_real"].items():
             sets = _feature_sets(np, real, out["features_fake"][key], max_samples=options["max_samples"],
                                  seed=options["seed"], channel_axis=options["channel_axis"])
             dist, _, _, cx, _, _ = _similarities(np, *sets[:2], band_width=options["band_width"], eps=options["eps"])
             top = cx.max(axis=1)  # ties at an underflowed or saturated CX have (almost) no gradient to switch
             flat = (top < 1e-8) | (1.0 - top < 1e-6)
-            clear &= bool((dist.min(axis=2) > 0.01).all() and (gap(-dist, 2) > 0.01).all()
-                          and ((gap(cx, 1) > 0.02 * top) | flat).all())
-        if clear:
+            clear &= ((dist.min(axis=2) > 0.01).all(axis=1) & (gap(-dist, 2) > 0.01).all(axis=1)
+                      & ((gap(cx, 1) > 0.02 * top) | flat).all(axis=1))
+        if clear.all():
             return out
+        fresh = draw()  # the samples are independent: only those near a kink are redrawn
+        out = {name: {k: np.where(np.reshape(clear, (-1,) + (1,) * (x.ndim - 1)), x, fresh[name][k])
+                      for k, x in layers.items()} for name, layers in out.items()}
     raise RuntimeError("could not draw contextual features away from the kinks")
 
 

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from .. import _numerics, _validation
 from ..registry import LossSpec, Option, Reference, register
-from ._common import away_from, integer, number, number_or_numbers, residual_sampler
+from ._common import away_from, axis_option, integer, number, number_or_numbers, residual_sampler
 
 FAMILY = "regression"
 
@@ -167,16 +169,22 @@ register(LossSpec(
 # --------------------------------------------------------------------------- charbonnier
 
 
+def _charbonnier_root(xp, r, epsilon):
+    """sqrt(r^2 + eps^2), scaled by m = max(|r|, eps): r^2 neither overflows nor underflows (float32 r of 1e30)."""
+    m = xp.maximum(xp.abs(r), epsilon)
+    return m * xp.sqrt((r / m) ** 2 + (epsilon / m) ** 2)
+
+
 def charbonnier_value(xp, input, target, *, epsilon, alpha):
     """sqrt(r^2 + eps^2)^alpha."""
-    r = input - target
-    return (r * r + epsilon * epsilon) ** (0.5 * alpha)
+    return _charbonnier_root(xp, input - target, epsilon) ** alpha
 
 
 def charbonnier_vjp(xp, cotangent, input, target, *, epsilon, alpha):
-    # d/dr (r^2 + e^2)^(a/2) = a r (r^2 + e^2)^(a/2 - 1)
+    # d/dr (r^2 + e^2)^(a/2) = a r (r^2 + e^2)^(a/2 - 1) = a (r / n) n^(a - 1), n = sqrt(r^2 + e^2)
     r = input - target
-    return _pair(cotangent * alpha * r * (r * r + epsilon * epsilon) ** (0.5 * alpha - 1.0))
+    n = _charbonnier_root(xp, r, epsilon)
+    return _pair(cotangent * alpha * (r / n) * n ** (alpha - 1.0))
 
 
 register(LossSpec(
@@ -187,7 +195,7 @@ register(LossSpec(
              Option("alpha", 1.0, "Exponent of the root (> 0).", number(low=0, low_open=True))),
     formula=r"\ell = \left(\sqrt{r^2 + \varepsilon^2}\right)^{\alpha}",
     gradient=r"\partial\ell/\partial x = \alpha\, r\,(r^2+\varepsilon^2)^{\alpha/2-1}",
-    sample=residual_sampler(kinks=lambda o: ()),
+    sample=residual_sampler(),  # r away from 0, where the curvature is 1 / epsilon
     aliases=("charbonnier_loss",),
     option_cases=({}, {"epsilon": 0.1, "alpha": 0.5}),
     literature=("Charbonnier et al., Two deterministic half-quadratic regularization algorithms (1994)",),
@@ -353,7 +361,9 @@ def psnr_vjp(xp, cotangent, input, target, *, max_value, axis):
 
 
 def _check_psnr(xp, inputs, options, concrete):
-    _sample_axes(inputs["input"].ndim, options["axis"])
+    x = inputs["input"]
+    axes = _sample_axes(x.ndim, options["axis"])
+    _validation.check_min_size("input", math.prod(x.shape[a] for a in axes), 1, "a number of values per sample")
 
 
 def _psnr_shape(shapes, options):
@@ -367,7 +377,8 @@ register(LossSpec(
     inputs=("input", "target"), differentiable=("input", "target"),
     value=psnr_value, vjp=psnr_vjp, validate=_check_psnr, output_shape=_psnr_shape,
     options=(Option("max_value", 1.0, "Peak signal value (> 0), e.g. 1.0 or 255.0.", number(low=0, low_open=True)),
-             Option("axis", None, "Axes of one sample; None: all but the first (all, for 1-D input).")),
+             Option("axis", None, "Axes of one sample; None: all but the first (all, for 1-D input).",
+                    axis_option(allow_none=True))),
     formula=r"\ell = -\mathrm{PSNR} = 10\log_{10}\max(\mathrm{MSE}, 10^{-10} m^2) - 20\log_{10} m",
     gradient=r"\partial\ell/\partial x = \frac{20}{\ln 10\, M\,\mathrm{MSE}}\,(x - y)",
     sample=residual_sampler(kinks=lambda o: (), target=(0.0, 1.0), residual=(-0.3, 0.3)),
@@ -501,7 +512,7 @@ def _normalise_vjp(xp, g, parts):
 
 
 def _rows(xp, x):
-    return xp.reshape(x, (x.shape[0], -1))
+    return xp.reshape(x, (x.shape[0], math.prod(x.shape[1:])))  # sizes, not -1: also for an empty batch
 
 
 def affine_invariant_fused(xp, input, target, *, epsilon):
@@ -528,8 +539,33 @@ def affine_invariant_vjp(xp, cotangent, input, target, *, epsilon):
     return affine_invariant_fused(xp, input, target, epsilon=epsilon)[1](cotangent)
 
 
+def _sample_affine(rng, shape, options):
+    """Each sample's values at least 0.05 apart (its median stays the same entry under finite-difference steps),
+    and |n(x) - n(y)| at least 0.02 from 0 except where both are the median (0 on a whole neighbourhood)."""
+    pixels = math.prod(shape[1:])
+
+    def spaced(count, mean, scale):
+        v = np.sort(rng.normal(mean, scale, (count, pixels)), axis=1) + 0.05 * np.arange(pixels)
+        return rng.permuted(v, axis=1)
+
+    def normalised(d):
+        u = d - np.median(d, axis=1, keepdims=True)
+        return u / (np.mean(np.abs(u), axis=1, keepdims=True) + options["epsilon"])
+
+    x, y = spaced(shape[0], 1.0, 2.0), spaced(shape[0], 0.0, 1.0)
+    for _ in range(1000):
+        diff = normalised(x) - normalised(y)
+        near = np.any((np.abs(diff) < 0.02) & (diff != 0), axis=1)
+        if not near.any():
+            return {"input": x.reshape(shape), "target": y.reshape(shape)}
+        y[near] = spaced(int(near.sum()), 0.0, 1.0)
+    raise RuntimeError("could not draw samples away from the kinks")
+
+
 def _check_affine(xp, inputs, options, concrete):
-    _validation.check_ndim("input", inputs["input"], at_least=2)
+    x = inputs["input"]
+    _validation.check_ndim("input", x, at_least=2)
+    _validation.check_min_size("input", math.prod(x.shape[1:]), 1, "a number of pixels per sample")
 
 
 register(LossSpec(
@@ -541,7 +577,7 @@ register(LossSpec(
     options=(Option("epsilon", 1e-6, "Added to each scale (> 0), for constant maps.", number(low=0, low_open=True)),),
     formula=r"\ell = \tfrac1P\sum_i |n(x)_i - n(y)_i|,\ n(d) = \frac{d - \operatorname{med}(d)}{\tfrac1P\sum_j|d_j - \operatorname{med}(d)| + \varepsilon}",
     gradient=r"\text{through } n:\ \partial n/\partial d \text{ with the median's one-hot (two halves for even } P)",
-    sample=lambda rng, shape, options: {"input": rng.normal(size=shape) * 2.0 + 1.0, "target": rng.normal(size=shape)},
+    sample=_sample_affine,
     aliases=("affine_invariant_loss", "scale_shift_invariant"),
     literature=("Ranftl et al., Towards Robust Monocular Depth Estimation (MiDaS), TPAMI 2022",),
     notes="One sample per entry of the first axis; all other axes are the sample's pixels.",

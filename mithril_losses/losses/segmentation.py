@@ -25,7 +25,7 @@ import numpy as np
 
 from .. import _numerics, _validation
 from ..registry import LossSpec, Option, register
-from ._common import away_from, integer, number
+from ._common import PROBABILITY_INPUT, integer, number
 
 FAMILY = "segmentation"
 MODES = ("binary", "multiclass", "multilabel")
@@ -67,6 +67,11 @@ def _classes(mode, shape):
     return 1 if mode == "binary" else shape[1]
 
 
+def _pixels(mode, shape):
+    """Pixels per image and class (a size, never -1 to reshape with: an empty batch has one too)."""
+    return math.prod(shape[1:] if mode == "binary" else shape[2:])
+
+
 def _counts(xp, input, target, *, mode, from_logits, ignore_index, per_image, confusion=False):
     """Flattened probabilities and soft counts.
 
@@ -76,7 +81,8 @@ def _counts(xp, input, target, *, mode, from_logits, ignore_index, per_image, co
     """
     n = input.shape[0]
     c = _classes(mode, input.shape)
-    x = xp.reshape(input, (n, c, -1))
+    pixels = _pixels(mode, input.shape)
+    x = xp.reshape(input, (n, c, pixels))
     p_neg = None
     if not from_logits:
         p = x
@@ -91,7 +97,7 @@ def _counts(xp, input, target, *, mode, from_logits, ignore_index, per_image, co
         def to_input(g):  # sigmoid' = p (1 - p)
             return g * (p * p_neg)
     if mode == "multiclass":
-        labels = xp.reshape(target, (n, -1))
+        labels = xp.reshape(target, (n, pixels))
         if ignore_index is None:
             m = None
             ones = xp.ones(labels.shape, dtype=p.dtype)
@@ -102,7 +108,7 @@ def _counts(xp, input, target, *, mode, from_logits, ignore_index, per_image, co
             safe = xp.where(valid, labels, xp.zeros_like(labels))
             t = _numerics.add_at_labels(xp, xp.zeros(p.shape, dtype=p.dtype), safe, m[:, 0, :], axis=1)
     else:
-        y = xp.reshape(target, (n, c, -1))
+        y = xp.reshape(target, (n, c, pixels))
         if ignore_index is None:
             m = None
             t = xp.astype(y, p.dtype)
@@ -191,13 +197,14 @@ def _check_overlap(xp, inputs, options, concrete):
     x, y = inputs["input"], inputs["target"]
     mode, ignore = options["mode"], options.get("ignore_index")
     _validation.check_real_or_integral("target", y, xp)
+    _validation.check_ndim("input", x, at_least=1 if mode == "binary" else 2)
+    if mode != "binary":
+        _validation.check_min_size("input", x.shape[1], 1, "a number of classes (axis 1)")
     if mode == "multiclass":
-        _validation.check_ndim("input", x, at_least=2)
         _validation.check_shape("target", y, (x.shape[0],) + tuple(x.shape[2:]),
                                 "class indices: the input's shape without its class axis 1")
         _validation.check_labels("target", y, xp, x.shape[1], ignore_index=ignore, concrete=concrete)
     else:
-        _validation.check_ndim("input", x, at_least=2 if mode == "multilabel" else 1)
         _validation.check_same_shape("input", x, "target", y)
         if concrete:
             allowed = (0, 1) if ignore is None else (0, 1, ignore)
@@ -234,6 +241,8 @@ def _sample_overlap(rng, shape, options):
 OVERLAP_OPTIONS = (MODE, FROM_LOGITS, SMOOTH, PER_IMAGE, IGNORE, EPS)
 OVERLAP_CASES = ({}, {"from_logits": False}, {"mode": "binary"}, {"mode": "multilabel", "per_image": True},
                  {"ignore_index": -1, "smooth": 1.0}, {"mode": "binary", "ignore_index": 255, "per_image": True})
+# target: class indices (multiclass) or a 0/1 mask, ignore_index aside, as _check_overlap checks
+OVERLAP_DOMAINS = {"input": PROBABILITY_INPUT, "target": (("[0, C)", {"mode": "multiclass"}), ("{0, 1}", {}))}
 OVERLAP_NOTES = (
     "Input `(N, C, *spatial)` (multiclass: target class indices `(N, *spatial)`; multilabel: 0/1 target of the "
     "input's shape); binary: input and 0/1 target of one shape `(N, ...)`. Output: one loss per class, `(C,)`, or "
@@ -263,6 +272,7 @@ register(LossSpec(
     name="dice", family=FAMILY, summary="Soft Dice loss per class (smp DiceLoss).",
     inputs=("input", "target"), differentiable=("input",), label_inputs=("target",), same_shape=(),
     value=dice_value, vjp=dice_vjp, fused=dice_fused, validate=_check_overlap, output_shape=_overlap_shape,
+    domains=OVERLAP_DOMAINS,
     options=OVERLAP_OPTIONS,
     formula=r"\ell_c = 1 - \frac{2\sum_i p_{ic} t_{ic} + s}{\max(\sum_i p_{ic} + \sum_i t_{ic} + s,\ \varepsilon)}"
             r"\ \ (0\ \text{if}\ \textstyle\sum_i t_{ic} = 0)",
@@ -291,6 +301,7 @@ register(LossSpec(
     name="jaccard", family=FAMILY, summary="Soft Jaccard (IoU) loss per class (smp JaccardLoss).",
     inputs=("input", "target"), differentiable=("input",), label_inputs=("target",), same_shape=(),
     value=jaccard_value, vjp=jaccard_vjp, fused=jaccard_fused, validate=_check_overlap, output_shape=_overlap_shape,
+    domains=OVERLAP_DOMAINS,
     options=OVERLAP_OPTIONS,
     formula=r"\ell_c = 1 - \frac{I_c + s}{\max(\sum_i p_{ic} + \sum_i t_{ic} - I_c + s,\ \varepsilon)},\ "
             r"I_c = \sum_i p_{ic} t_{ic}\ \ (0\ \text{if}\ \textstyle\sum_i t_{ic} = 0)",
@@ -338,6 +349,7 @@ register(LossSpec(
     name="tversky", family=FAMILY, summary="Tversky loss per class: Dice with weighted false positives/negatives.",
     inputs=("input", "target"), differentiable=("input",), label_inputs=("target",), same_shape=(),
     value=tversky_value, vjp=tversky_vjp, fused=tversky_fused, validate=_check_overlap, output_shape=_overlap_shape,
+    domains=OVERLAP_DOMAINS,
     options=OVERLAP_OPTIONS + TVERSKY_OPTIONS,
     formula=r"\ell_c = 1 - \frac{I_c + s}{\max(I_c + \alpha\,FP_c + \beta\,FN_c + s,\ \varepsilon)},\ "
             r"FP_c = \sum_i p_{ic}(1 - t_{ic}),\ FN_c = \sum_i (1 - p_{ic}) t_{ic}",
@@ -357,6 +369,7 @@ register(LossSpec(
     name="focal_tversky", family=FAMILY, summary="Focal Tversky loss per class: (1 - Tversky index)^gamma.",
     inputs=("input", "target"), differentiable=("input",), label_inputs=("target",), same_shape=(),
     value=focal_tversky_value, vjp=focal_tversky_vjp, fused=focal_tversky_fused, validate=_check_overlap,
+    domains=OVERLAP_DOMAINS,
     output_shape=_overlap_shape,
     options=OVERLAP_OPTIONS + TVERSKY_OPTIONS + (
         Option("gamma", 0.75, "Focal exponent (> 0); Abraham & Khan's 1/gamma = 3/4.", number(low=0, low_open=True)),),
@@ -394,6 +407,7 @@ register(LossSpec(
     name="mcc", family=FAMILY, summary="Matthews correlation coefficient loss of soft confusion counts (smp MCCLoss).",
     inputs=("input", "target"), differentiable=("input",), label_inputs=("target",), same_shape=(),
     value=mcc_value, vjp=mcc_vjp, fused=mcc_fused, validate=_check_overlap, output_shape=_overlap_shape,
+    domains=OVERLAP_DOMAINS,
     options=(MODE, FROM_LOGITS, PER_IMAGE, IGNORE,
              Option("eps", 1e-5, "Added to each soft count (> 0), smp's default.", number(low=0, low_open=True))),
     formula=r"\ell_c = 1 - \frac{TP\,TN - FP\,FN}{\sqrt{(TP+FP)(TP+FN)(TN+FP)(TN+FN)}},\ "
@@ -451,7 +465,7 @@ register(LossSpec(
     summary="Generalized Dice loss: classes weighted by their inverse squared target volume (Sudre et al.).",
     inputs=("input", "target"), differentiable=("input",), label_inputs=("target",), same_shape=(),
     value=generalized_dice_value, vjp=generalized_dice_vjp, fused=generalized_dice_fused,
-    validate=_check_overlap,
+    validate=_check_overlap, domains=OVERLAP_DOMAINS,
     output_shape=lambda shapes, options: (shapes["input"][0],) if options["per_image"] else (),
     options=OVERLAP_OPTIONS,
     formula=r"\ell = 1 - \frac{2\sum_c w_c \sum_i p_{ic} t_{ic} + s}{\max(\sum_c w_c \sum_i (p_{ic} + t_{ic}) + s,\ "
@@ -495,8 +509,9 @@ def lovasz_hinge_fused(xp, input, target, *, per_image, ignore_index):
     # constant in x (they change only where the order does), so dL/de_sorted = lovasz_grad * [e > 0],
     # scattered back through the sort permutation; de/dx = -s.
     g_rows = input.shape[0] if per_image else 1
-    x = xp.reshape(input, (g_rows, -1))
-    y = xp.astype(xp.reshape(target, (g_rows, -1)), x.dtype)
+    pixels = _pixels("binary", input.shape) * (1 if per_image else input.shape[0])
+    x = xp.reshape(input, (g_rows, pixels))
+    y = xp.astype(xp.reshape(target, (g_rows, pixels)), x.dtype)
     if ignore_index is None:
         valid = None
     else:  # ignored pixels sort last (key -inf) with gt 0: they add nothing before them and 0 themselves
@@ -506,7 +521,7 @@ def lovasz_hinge_fused(xp, input, target, *, per_image, ignore_index):
     errors = 1.0 - x * signs
     key = errors if valid is None else xp.where(valid, errors, xp.zeros_like(errors) - math.inf)
     e_sorted, weights, order = _lovasz_sorted(xp, key, y)
-    pos = e_sorted > 0
+    pos = xp.logical_not(e_sorted <= 0)  # not e > 0: a NaN error stays in (NaN), as relu(NaN) does
     value = xp.sum(xp.where(pos, e_sorted, xp.zeros_like(e_sorted)) * weights, axis=-1)
     if not per_image:
         value = value[0]
@@ -539,8 +554,12 @@ def _per_image_shape(shapes, options):
 
 def _sample_lovasz_hinge(rng, shape, options):
     y = (rng.random(shape) < 0.5).astype(np.float64)
-    # errors 1 - x s away from the hinge at 0; distinct values (no ties in the sort)
-    e = away_from(rng, rng.uniform(-1.5, 2.5, shape), (0.0,), 0.1, -1.5, 2.5)
+    # errors 1 - x s away from the hinge at 0 and spread over a grid, at least 3/4 of its step apart (no two
+    # swap places in the sort under finite-difference steps)
+    size = math.prod(shape)
+    step = min(0.02, 3.6 / size)  # room for every pixel on the grid of [-1.5, 2.5] without (-0.1, 0.1)
+    grid = np.arange(-1.5, 2.5, step)
+    e = rng.choice(grid[np.abs(grid) >= 0.1], size=shape, replace=False) + rng.uniform(0.0, step / 4, shape)
     x = (1.0 - e) * (2.0 * y - 1.0)
     ignore = options["ignore_index"]
     if ignore is not None:
@@ -552,6 +571,7 @@ register(LossSpec(
     name="lovasz_hinge", family=FAMILY, summary="Lovász hinge: convex surrogate of the binary Jaccard loss, on logits.",
     inputs=("input", "target"), differentiable=("input",), label_inputs=("target",),
     value=lovasz_hinge_value, vjp=lovasz_hinge_vjp, fused=lovasz_hinge_fused, validate=_check_lovasz_hinge,
+    domains={"target": "{0, 1}"},
     output_shape=_per_image_shape,
     options=(Option("per_image", False, "One loss per image (output (N,)) instead of one over the batch (output ()).",
                     _flag), IGNORE),
@@ -573,15 +593,16 @@ def lovasz_softmax_fused(xp, input, target, *, classes, per_image, ignore_index,
     # per class c: L_c = <e_sorted, lovasz_grad(fg_sorted)>, e = |fg - p_c|; the weights are piecewise constant,
     # so dL_c/dp_c = sign(p_c - fg) * (lovasz_grad scattered back through the sort); loss = mean over classes
     n, c = input.shape[0], input.shape[1]
-    x = xp.reshape(input, (n, c, -1))
+    pixels = _pixels("multiclass", input.shape)
+    x = xp.reshape(input, (n, c, pixels))
     if from_logits:
         p = xp.exp(_numerics.log_softmax(xp, x, axis=1))
     else:
         p = x
-    labels = xp.reshape(target, (n, -1))
+    labels = xp.reshape(target, (n, pixels))
     if not per_image:  # one group holding all pixels: (1, C, N P)
-        pg = xp.reshape(xp.permute_dims(p, (1, 0, 2)), (1, c, -1))
-        labels = xp.reshape(labels, (1, -1))
+        pg = xp.reshape(xp.permute_dims(p, (1, 0, 2)), (1, c, n * pixels))
+        labels = xp.reshape(labels, (1, n * pixels))
     else:
         pg = p
     valid = None if ignore_index is None else xp.expand_dims(labels != ignore_index, axis=1)
@@ -591,7 +612,7 @@ def lovasz_softmax_fused(xp, input, target, *, classes, per_image, ignore_index,
     errors = xp.abs(fg - pg)
     key = errors if valid is None else xp.where(valid, errors, xp.zeros_like(errors) - 1.0)  # ignored: last
     e_sorted, weights, order = _lovasz_sorted(xp, key, fg)
-    kept = e_sorted >= 0
+    kept = xp.logical_not(e_sorted < 0)  # ignored pixels (-1) out, a NaN error in (NaN)
     per_class = xp.sum(xp.where(kept, e_sorted, xp.zeros_like(e_sorted)) * weights, axis=-1)
     if classes == "present":  # the mean over the classes present in the target (0 when none is)
         counted = xp.astype(xp.sum(fg, axis=-1) > 0, p.dtype)
@@ -607,10 +628,14 @@ def lovasz_softmax_fused(xp, input, target, *, classes, per_image, ignore_index,
         k = xp.expand_dims(xp.expand_dims(ct, axis=-1) * share, axis=-1)
         g = _unsort(xp, k * xp.where(kept, weights, xp.zeros_like(weights)), order) * xp.sign(pg - fg)
         if not per_image:
-            g = xp.permute_dims(xp.reshape(g, (c, n, -1)), (1, 0, 2))
+            g = xp.permute_dims(xp.reshape(g, (c, n, pixels)), (1, 0, 2))
         if from_logits:
             g = p * (g - xp.sum(p * g, axis=1, keepdims=True))
-        return {"input": xp.reshape(g, input.shape)}
+        g = xp.reshape(g, input.shape)
+        if ignore_index is None:
+            return {"input": g}
+        # an ignored pixel gets 0, even where its input holds NaN or inf (0 * sign(NaN) would be NaN there)
+        return {"input": xp.where(xp.expand_dims(target != ignore_index, axis=1), g, xp.zeros_like(g))}
 
     return value, pullback
 
@@ -629,14 +654,33 @@ def _check_lovasz_softmax(xp, inputs, options, concrete):
 
 
 def _sample_lovasz_softmax(rng, shape, options):
-    logits = rng.normal(0.0, 1.5, shape)
-    z = np.exp(logits - logits.max(axis=1, keepdims=True))
-    target = rng.integers(0, shape[1], (shape[0],) + tuple(shape[2:]))
-    ignore = options["ignore_index"]
-    if ignore is not None:
-        target = np.where(rng.random(target.shape) < 0.2, ignore, target)
-    p = 0.8 * z / z.sum(axis=1, keepdims=True) + 0.2 / shape[1]  # away from 0 and 1: room for finite differences
-    return {"input": logits if options["from_logits"] else p, "target": target}
+    # pixel by pixel, each redrawn until in every class its error |fg - p| is `gap` or more from those of the
+    # pixels sorted with it, so that no two swap places under finite-difference steps (inputs move by 2e-3:
+    # probabilities by as much, softmax outputs by at most 1e-3)
+    n, c, pixels = shape[0], shape[1], math.prod(shape[2:])
+    ignore, gap = options["ignore_index"], 0.002 if options["from_logits"] else 0.004
+    logits, probabilities = np.empty((n, pixels, c)), np.empty((n, pixels, c))
+    target = np.empty((n, pixels), dtype=np.int64)
+    errors = [np.empty((0, c))] * (n if options["per_image"] else 1)  # so far, per group sorted together
+    for i in range(n):
+        group = i if options["per_image"] else 0
+        for k in range(pixels):
+            for _ in range(1000):
+                x, label = rng.normal(0.0, 1.5, c), int(rng.integers(0, c))
+                q = np.exp(x - x.max()) / np.sum(np.exp(x - x.max()))
+                p = 0.8 * q + 0.2 / c  # away from 0 and 1: room for finite differences
+                e = np.abs((np.arange(c) == label) - (q if options["from_logits"] else p))
+                if not np.any(np.abs(errors[group] - e) < gap):
+                    break
+            else:
+                raise RuntimeError("could not draw Lovász errors apart from each other")
+            if ignore is not None and rng.random() < 0.2:  # ignored: its error is never sorted with the others
+                label = ignore
+            else:
+                errors[group] = np.concatenate([errors[group], e[None]])
+            logits[i, k], probabilities[i, k], target[i, k] = x, p, label
+    x = logits if options["from_logits"] else probabilities
+    return {"input": np.reshape(np.moveaxis(x, 2, 1), shape), "target": np.reshape(target, (n,) + tuple(shape[2:]))}
 
 
 register(LossSpec(
@@ -645,6 +689,7 @@ register(LossSpec(
     inputs=("input", "target"), differentiable=("input",), label_inputs=("target",), same_shape=(),
     value=lovasz_softmax_value, vjp=lovasz_softmax_vjp, fused=lovasz_softmax_fused,
     validate=_check_lovasz_softmax, output_shape=_per_image_shape,
+    domains={"input": PROBABILITY_INPUT, "target": "[0, C)"},
     options=(Option("classes", "present", "'present': average over the classes present in the target; 'all': over "
                     "all classes.", _choice("present", "all")),
              Option("per_image", False, "One loss per image (output (N,)) instead of one over the batch (output ()).",

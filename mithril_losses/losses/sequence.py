@@ -133,7 +133,6 @@ def ctc_fused(xp, log_probs, targets, input_lengths, target_lengths, *, blank, z
 
     def pullback(ct):
         frames = lp.shape[0]
-        nll = xp.where(infinite, xp.zeros_like(log_p), -log_p)[:, None]  # p = 0: gamma = 0, no inf - inf
         skip_after = _shift_bool(xp, skip)
         beta, never = end, xp.full_like(end, _NEG_INF)
         gammas = [None] * frames
@@ -142,15 +141,23 @@ def ctc_fused(xp, log_probs, targets, input_lengths, target_lengths, *, blank, z
                 c = emit[t + 1, ...] + beta
                 two = xp.where(skip_after, _shift(xp, c, -2), never)
                 beta = xp.where(t < in_len - 1, _lse3(xp, c, _shift(xp, c, -1), two), end)
-            g = xp.exp(alphas[t] + beta + nll)
+            # gamma_t = alpha_t beta'_t / p normalised by its own frame's sum over s (p at every t < T_n), not by
+            # p: posteriors in [0, 1] summing to 1 even where float32 alpha and beta of 1e7 round by more than 1;
+            # a frame without alignments (p = 0) gets 0, no inf - inf
+            z, log_s = _numerics.shifted_logits(xp, alphas[t] + beta, 1)
+            g = xp.where(xp.isfinite(log_s), xp.exp(z - log_s), xp.zeros_like(z))
             gammas[t] = xp.where(t < in_len, g, xp.zeros_like(g))
         gamma = xp.stack(gammas, axis=0) if frames else xp.zeros_like(emit)
         total = xp.sum(gamma, axis=2, keepdims=True)
         grad = _numerics.scatter_add_last(xp, xp.exp(lp) * total, ext, -gamma) * xp.reshape(ct, (1, -1, 1))
-        # an impossible alignment: PyTorch's gradient is NaN on the frames t < T_n (0 with zero_infinity)
+        # an impossible alignment: PyTorch's gradient is NaN on the frames t < T_n (0 with zero_infinity); a
+        # sample whose cotangent is 0 (masked out, or weighted 0) gets 0, as any masked sample
         frames_in = xp.expand_dims(_numerics.arange_like(xp, frames, lp), axis=1) < xp.reshape(in_len, (1, -1))
-        bad = xp.expand_dims(frames_in & xp.reshape(infinite, (1, -1)), axis=2)
+        counted = infinite & (xp.reshape(ct, (-1,)) != 0)
+        bad = xp.expand_dims(frames_in & xp.reshape(counted, (1, -1)), axis=2)
         grad = xp.where(bad, xp.zeros_like(grad) if zero_infinity else xp.full_like(grad, math.nan), grad)
+        # frames t >= T_n are never read: their gradient is 0 (PyTorch's) even where they hold NaN or inf
+        grad = xp.where(xp.expand_dims(frames_in, axis=2), grad, xp.zeros_like(grad))
         return {"log_probs": grad if log_probs.ndim == 3 else grad[:, 0, :]}
 
     return value, pullback
@@ -176,6 +183,7 @@ def _check_ctc(xp, inputs, options, concrete):
     in_len, tg_len = inputs["input_lengths"], inputs["target_lengths"]
     _validation.check_ndim_in("log_probs", lp, (2, 3), "(T, N, C), or (T, C) unbatched")
     frames, classes = lp.shape[0], lp.shape[-1]
+    _validation.check_min_size("log_probs", classes, 1, "a number of classes (last axis)")
     blank = options["blank"]
     if blank >= classes:
         raise _validation.ctc_blank_out_of_range(blank, classes)
@@ -258,6 +266,7 @@ register(LossSpec(
     inputs=("log_probs", "targets", "input_lengths", "target_lengths"), differentiable=("log_probs",),
     label_inputs=("targets", "input_lengths", "target_lengths"), same_shape=(),
     value=ctc_value, vjp=ctc_vjp, fused=ctc_fused, validate=_check_ctc,
+    domains={"targets": "[0, C)", "input_lengths": "[0, T]", "target_lengths": "[0, S]"},
     output_shape=lambda shapes, options: tuple(shapes["log_probs"][1:2]) if len(shapes["log_probs"]) == 3 else (),
     mean_scale=_ctc_mean_scale,
     options=(Option("blank", 0, "Class index of the blank (an integer in [0, C)).", integer(low=0)),
@@ -282,6 +291,7 @@ register(LossSpec(
            "as well, so value and gradient agree (a no-op for log-probabilities; inputs that are not normalised "
            "are treated as logits, where PyTorch's value and gradient disagree). An impossible alignment (a target "
            "too long for its input) gives +inf and, as PyTorch, a NaN gradient on its frames; with "
-           "`zero_infinity=True` 0 and a zero gradient. The loss is never negative. Targets may not contain the "
+           "`zero_infinity=True` 0 and a zero gradient (so does a sample masked out by `where` or weighted 0). "
+           "The loss is never negative. Targets may not contain the "
            "blank within their lengths, and lengths may not exceed T or S (ValueError)."),
 ))

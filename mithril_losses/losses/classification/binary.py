@@ -68,20 +68,22 @@ def binary_cross_entropy_fused(xp, input, target):
 
 
 def _check_probabilities(xp, inputs, options, concrete):
+    # as PyTorch, NaN is rejected too: the clamped logs would turn it into a finite loss of 100
     if concrete:
-        _validation.check_value_range("input", inputs["input"], xp, low=0.0, high=1.0,
-                                      what="probabilities in [0, 1]")
+        _validation.check_unit_interval("input", inputs["input"], xp, "probabilities in [0, 1]")
+        _validation.check_unit_interval("target", inputs["target"], xp, "in [0, 1]")
 
 
 def _sample_bce(rng, shape, options):
-    return {"input": rng.uniform(0.05, 0.95, shape), "target": rng.uniform(0.0, 1.0, shape)}
+    # both inside [0, 1] with room for finite differences (the target is checked too)
+    return {"input": rng.uniform(0.05, 0.95, shape), "target": rng.uniform(0.01, 0.99, shape)}
 
 
 register(LossSpec(
     name="binary_cross_entropy", family=FAMILY, summary="Binary cross entropy on probabilities (PyTorch's, logs clamped at -100).",
     inputs=("input", "target"), differentiable=("input", "target"),
     value=binary_cross_entropy_value, vjp=binary_cross_entropy_vjp, fused=binary_cross_entropy_fused,
-    validate=_check_probabilities, weighted_mean="count",
+    validate=_check_probabilities, weighted_mean="count", domains={"input": "[0, 1]", "target": "[0, 1]"},
     formula=r"\ell = -\left(t \max(\log x, -100) + (1 - t)\max(\log(1 - x), -100)\right)",
     gradient=(r"\partial\ell/\partial x = \frac{x - t}{\max(x(1 - x), 10^{-12})},\quad "
               r"\partial\ell/\partial t = \max(\log(1 - x), -100) - \max(\log x, -100)"),
@@ -89,7 +91,8 @@ register(LossSpec(
     functional=("binary_cross_entropy",),
     references={"torch": _torch_ref("binary_cross_entropy")},
     literature=("torch.nn.functional.binary_cross_entropy",),
-    notes=("`input` holds probabilities; values outside [0, 1] are rejected. As PyTorch, each log is clamped "
+    notes=("`input` holds probabilities and `target` values in [0, 1]; others, NaN included, are rejected (as "
+           "PyTorch does). As PyTorch, each log is clamped "
            "at -100 (x = 0 or 1 gives a finite loss), the input gradient's denominator x(1 - x) is floored at "
            "1e-12, and a weighted mean divides by the element count. The target gradient is the derivative of "
            "the clamped value, so it is +-100 (not PyTorch's +-inf) at x = 0 or 1."),
@@ -252,6 +255,7 @@ register(LossSpec(
     name="focal", family=FAMILY, summary="Sigmoid focal loss (torchvision's): cross entropy scaled by (1 - p_t)^gamma.",
     inputs=("input", "target"), differentiable=("input",),
     value=focal_value, vjp=focal_vjp, fused=focal_fused, validate=_check_binary_targets,
+    domains={"target": "[0, 1]"},
     options=(Option("gamma", 2.0, "Focusing exponent of (1 - p_t) (>= 0; 0 gives balanced cross entropy).",
                     number(low=0.0)),
              Option("alpha", 0.25, "Weight of the positive class in [0, 1] (1 - alpha for the negative); "
@@ -401,7 +405,7 @@ def _optax_hinge(optax, inputs, options, reduction, weight=None):
 register(LossSpec(
     name="hinge", family=FAMILY, summary="Hinge loss on +-1 targets (SVM).",
     inputs=("input", "target"), differentiable=("input",),
-    value=hinge_value, vjp=hinge_vjp, validate=_check_signs,
+    value=hinge_value, vjp=hinge_vjp, validate=_check_signs, domains={"target": "{-1, 1}"},
     options=(Option("margin", 1.0, "Margin the score t x must reach (>= 0).", number(low=0.0)),),
     formula=r"\ell = \max(0, m - t x)",
     gradient=r"\partial\ell/\partial x = -t\ (t x < m),\ 0\ \text{otherwise}",
@@ -431,7 +435,7 @@ def squared_hinge_vjp(xp, cotangent, input, target):
 register(LossSpec(
     name="squared_hinge", family=FAMILY, summary="Squared hinge loss on +-1 targets (Keras's, elementwise).",
     inputs=("input", "target"), differentiable=("input",),
-    value=squared_hinge_value, vjp=squared_hinge_vjp, validate=_check_signs,
+    value=squared_hinge_value, vjp=squared_hinge_vjp, validate=_check_signs, domains={"target": "{-1, 1}"},
     formula=r"\ell = \max(0, 1 - t x)^2",
     gradient=r"\partial\ell/\partial x = -2t\max(0, 1 - t x)",
     sample=_margin_sampler(lambda o: 1.0),

@@ -15,7 +15,7 @@ import numpy as np
 
 from ... import _numerics, _validation
 from ...registry import LossSpec, Option, Reference, register
-from .._common import away_from, number
+from .._common import CLASS_INDICES, away_from, number
 
 FAMILY = "classification"
 
@@ -128,6 +128,7 @@ register(LossSpec(
     inputs=("input", "target", "weight"), differentiable=("input",), same_shape=(),
     label_inputs=("target",), optional_inputs=("weight",),
     value=multi_margin_value, vjp=multi_margin_vjp, validate=_check_multi_margin, output_shape=_per_sample,
+    domains={"target": "[0, C)"},
     options=(Option("p", 1, "Power of the hinge: 1 or 2.", _p_option),
              Option("margin", 1.0, "Margin by which the target's score must beat every other score.", number())),
     formula=r"\ell = \frac{1}{C}\sum_{i \ne y} w_y \max(0, m - x_y + x_i)^p",
@@ -188,6 +189,7 @@ def multilabel_margin_vjp(xp, cotangent, input, target):
 def _check_multilabel_margin(xp, inputs, options, concrete):
     x = inputs["input"]
     _validation.check_ndim_in("input", x, (1, 2), "(C,) or (N, C)")
+    _validation.check_min_size("input", x.shape[-1], 1, "a number of classes (last axis)")
     _validation.check_label_lists("target", inputs["target"], xp, x.shape[-1], concrete=concrete)
 
 
@@ -222,7 +224,7 @@ register(LossSpec(
     summary="Multi-label hinge loss, as torch.nn.functional.multilabel_margin_loss.",
     inputs=("input", "target"), differentiable=("input",), label_inputs=("target",),
     value=multilabel_margin_value, vjp=multilabel_margin_vjp, fused=multilabel_margin_fused,
-    validate=_check_multilabel_margin, output_shape=_per_sample,
+    validate=_check_multilabel_margin, output_shape=_per_sample, domains={"target": "[-1, C)"},
     formula=r"\ell = \frac{1}{C}\sum_{j \in Y}\sum_{i \notin Y} \max(0, 1 - (x_j - x_i))",
     gradient=r"\partial\ell/\partial x_k = \frac{1}{C}\Big(\sum_{j \in Y}[z_{jk} > 0]\,[k \notin Y] - "
              r"\sum_{i \notin Y}[z_{ki} > 0]\,[k \in Y]\Big),\ z_{ji} = 1 - x_j + x_i",
@@ -319,7 +321,7 @@ register(LossSpec(
     summary="Categorical (Crammer-Singer) hinge loss on class scores, as Keras's categorical_hinge.",
     inputs=("input", "target"), differentiable=("input",), same_shape=(), label_inputs=("target",),
     value=categorical_hinge_value, vjp=categorical_hinge_vjp,
-    validate=_check_class_scores, output_shape=_per_sample,
+    validate=_check_class_scores, output_shape=_per_sample, domains={"target": CLASS_INDICES},
     formula=r"\ell = \max\big(0,\ \max_i (1 - y_i) x_i - \textstyle\sum_i y_i x_i + 1\big)",
     gradient=r"\partial\ell/\partial x = [\ell > 0]\big((1 - y_t) e_t - y\big),\ t = \arg\max_i (1 - y_i) x_i",
     sample=_sample_categorical_hinge,
@@ -382,7 +384,7 @@ register(LossSpec(
     summary="Margin loss of capsule networks on capsule lengths (Sabour et al. 2017).",
     inputs=("input", "target"), differentiable=("input",), same_shape=(), label_inputs=("target",),
     value=capsule_margin_value, vjp=capsule_margin_vjp,
-    validate=_check_capsule_margin, output_shape=_per_sample,
+    validate=_check_capsule_margin, output_shape=_per_sample, domains={"target": CLASS_INDICES},
     options=(Option("m_plus", 0.9, "Length a present class's capsule should reach, in (0, 1].",
                     number(low=0, high=1, low_open=True)),
              Option("m_minus", 0.1, "Length an absent class's capsule should stay under, in [0, 1); below m_plus.",

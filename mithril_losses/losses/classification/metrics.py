@@ -13,7 +13,7 @@ import numpy as np
 
 from ... import _numerics, _validation
 from ...registry import LossSpec, Option, register
-from .._common import away_from, number
+from .._common import PROBABILITY_INPUT, away_from, number
 
 FAMILY = "classification"
 
@@ -53,6 +53,9 @@ def _check_binary_inputs(xp, inputs, options, concrete):
         if not options["from_logits"]:
             _validation.check_unit_interval("input", x, xp, PROBABILITIES)
         _validation.check_binary_labels("target", y, xp)
+
+
+BINARY_DOMAINS = {"input": PROBABILITY_INPUT, "target": "{0, 1}"}
 
 
 def _batch_shape(shapes, options):
@@ -108,6 +111,7 @@ def _check_brier(xp, inputs, options, concrete):
         _validation.check_same_shape("input", x, "target", y)
     else:
         _validation.check_ndim("input", x, at_least=1)
+        _validation.check_min_size("input", x.shape[-1], 1, "a number of classes (last axis)")
         shape = tuple(x.shape)
         _validation.check_target_shape("target", y, {shape[:-1]: "class indices", shape: "class probabilities"})
     indices = not binary and y.ndim < x.ndim
@@ -143,6 +147,8 @@ register(LossSpec(
     name="brier", family=FAMILY, summary="Brier score: squared error of predicted probabilities (a proper scoring rule).",
     inputs=("input", "target"), differentiable=("input",), label_inputs=("target",), same_shape=(),
     value=brier_value, vjp=brier_vjp, fused=brier_fused, validate=_check_brier,
+    domains={"input": PROBABILITY_INPUT,
+             "target": (("[0, C)", {"mode": "multiclass", "dtype": "integral"}), ("[0, 1]", {}))},
     output_shape=lambda shapes, options: shapes["input"] if options["mode"] == "binary" else shapes["input"][:-1],
     options=(Option("mode", "multiclass",
                     "'multiclass': class axis last, per-sample sum over classes (softmax for logits); "
@@ -225,7 +231,7 @@ register(LossSpec(
     summary="Spiegelhalter's Z calibration statistic over the batch, squared, as a loss (binary probabilities).",
     inputs=("input", "target"), differentiable=("input",), label_inputs=("target",),
     value=spiegelhalter_z_value, vjp=spiegelhalter_z_vjp, fused=spiegelhalter_z_fused,
-    validate=_check_binary_inputs, output_shape=_batch_shape,
+    validate=_check_binary_inputs, output_shape=_batch_shape, domains=BINARY_DOMAINS,
     options=(FROM_LOGITS,
              Option("eps", 1e-7, "Added to the variance sum under the root (> 0): Z stays finite when every p is "
                     "0, 1 or 0.5.", number(low=0, low_open=True)),
@@ -289,10 +295,11 @@ def _f_beta(beta):
 
 
 def _balanced_accuracy(xp, tp, fn, fp, tn):
-    # mean of the rates of the classes present in the column (sklearn's convention)
+    # mean of the rates of the classes present in the column (sklearn's convention); a class is present where
+    # its count is not 0, so that a NaN count keeps it (and the NaN) in
     tpr, tpr_tp, tpr_fn = _rate(xp, tp, fn)
     tnr, tnr_tn, tnr_fp = _rate(xp, tn, fp)
-    k = xp.astype(tp + fn > 0, tp.dtype) + xp.astype(tn + fp > 0, tp.dtype)
+    k = xp.astype(tp + fn != 0, tp.dtype) + xp.astype(tn + fp != 0, tp.dtype)
     return _div(xp, tpr + tnr, k), (_div(xp, tpr_tp, k), _div(xp, tpr_fn, k), _div(xp, tnr_fp, k),
                                     _div(xp, tnr_tn, k))
 
@@ -301,7 +308,7 @@ def _geometric_mean(xp, tp, fn, fp, tn):
     # sqrt(TPR TNR) with both classes present; the present class's rate otherwise
     tpr, tpr_tp, tpr_fn = _rate(xp, tp, fn)
     tnr, tnr_tn, tnr_fp = _rate(xp, tn, fp)
-    both = (tp + fn > 0) & (tn + fp > 0)
+    both = (tp + fn != 0) & (tn + fp != 0)  # != 0, as in _balanced_accuracy: NaN counts stay in
     s = xp.sqrt(tpr * tnr + GMEAN_EPS)
     one = xp.ones_like(s)
     d_tpr = xp.where(both, tnr / (2.0 * s), one)
@@ -361,6 +368,7 @@ def _register_anyloss(name, metric, summary, formula, aliases, *, options=(), op
         name=name, family=FAMILY, summary=summary,
         inputs=("input", "target"), differentiable=("input",), label_inputs=("target",),
         value=value, vjp=vjp, fused=fused, validate=_check_binary_inputs, output_shape=_batch_shape,
+        domains=BINARY_DOMAINS,
         options=ANYLOSS_OPTIONS + options,
         formula=formula + r",\quad " + COUNTS,
         gradient=CHAIN,

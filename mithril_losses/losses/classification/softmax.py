@@ -17,7 +17,7 @@ import numpy as np
 
 from ... import _numerics, _validation
 from ...registry import LossSpec, Option, Reference, register
-from .._common import integer, number, number_or_numbers
+from .._common import CLASS_INDICES, integer, number, number_or_numbers
 
 FAMILY = "classification"
 
@@ -56,8 +56,8 @@ def _label_weights(xp, target, weight, ignore_index, dtype):
     valid = target != ignore_index
     labels = _numerics.as_index(xp, xp.where(valid, target, xp.zeros_like(target)))
     w = xp.astype(valid, dtype)
-    if weight is not None:
-        w = w * _numerics.take_table(xp, weight, labels)
+    if weight is not None:  # where, not a product: an ignored target reads weight[0], which may be NaN or inf
+        w = xp.where(valid, _numerics.take_table(xp, weight, labels), w)
     return labels, w
 
 
@@ -74,6 +74,7 @@ def _check_torch_layout(xp, inputs, options, concrete, *, probabilities):
     _validation.check_ndim("input", x, at_least=1)
     axis = _torch_axis(x)
     classes = x.shape[axis]
+    _validation.check_min_size("input", classes, 1, f"a number of classes (axis {axis})")
     if probabilities and xp.isdtype(y.dtype, "real floating"):
         _validation.check_same_shape("input", x, "target", y)
         if options["ignore_index"] != -100:
@@ -106,13 +107,17 @@ def _cross_entropy_index(xp, input, target, weight, axis, ignore_index, smoothin
 
     def pullback(ct):
         k = xp.where(valid, ct, xp.zeros_like(ct))
-        total = float(classes) if weight is None else xp.sum(weight)
-        coef = (1.0 - smoothing) * ct * w_y + (smoothing / classes) * total * k
+        coef = (1.0 - smoothing) * ct * w_y
+        if smoothing > 0:  # only then: the sum of a NaN or inf class weight would reach every sample
+            total = float(classes) if weight is None else xp.sum(weight)
+            coef = coef + (smoothing / classes) * total * k
         g = xp.exp(log_p) * _expand(xp, coef, axis)  # a -inf logit has p = 0: gradient 0 (without smoothing)
         if smoothing > 0:
             spread = _expand(xp, (smoothing / classes) * k, axis)
             g = g - (spread if weight is None else spread * _class_view(xp, weight, input.ndim, axis))
-        return {"input": _numerics.add_at_labels(xp, g, labels, -(1.0 - smoothing) * ct * w_y, axis)}
+        g = _numerics.add_at_labels(xp, g, labels, -(1.0 - smoothing) * ct * w_y, axis)
+        # an ignored target's logits get 0, even where they hold NaN or inf (p * 0 would be NaN there)
+        return {"input": xp.where(_expand(xp, valid, axis), g, xp.zeros_like(g))}
 
     return value, pullback
 
@@ -200,6 +205,7 @@ register(LossSpec(
     label_inputs=("target",), optional_inputs=("weight",), same_shape=(),
     value=cross_entropy_value, vjp=cross_entropy_vjp, fused=cross_entropy_fused,
     validate=_check_cross_entropy, output_shape=_torch_output_shape, mean_weights=_torch_mean_weights,
+    domains={"target": CLASS_INDICES},
     options=(Option("ignore_index", -100, "Index targets equal to it add nothing and are not counted (integer).",
                     integer()),
              Option("label_smoothing", 0.0, "Mass spread uniformly over the classes, in [0, 1].",
@@ -267,6 +273,7 @@ register(LossSpec(
     label_inputs=("target",), optional_inputs=("weight",), same_shape=(),
     value=nll_value, vjp=nll_vjp, fused=nll_fused,
     validate=_check_nll, output_shape=_torch_output_shape, mean_weights=_torch_mean_weights,
+    domains={"target": "[0, C)"},
     options=(Option("ignore_index", -100, "Targets equal to it add nothing and are not counted (integer).",
                     integer()),),
     formula=r"\ell = -w_y\, x_y",
@@ -396,6 +403,7 @@ def poly1_vjp(xp, cotangent, input, target, *, epsilon):
 def _check_last_axis_classes(xp, inputs, options, concrete):
     x, y = inputs["input"], inputs["target"]
     _validation.check_ndim("input", x, at_least=1)
+    _validation.check_min_size("input", x.shape[-1], 1, "a number of classes (last axis)")
     if xp.isdtype(y.dtype, "real floating"):
         _validation.check_same_shape("input", x, "target", y)
     else:
@@ -427,6 +435,7 @@ register(LossSpec(
     inputs=("input", "target"), differentiable=("input",), label_inputs=("target",), same_shape=(),
     value=poly1_value, vjp=poly1_vjp, fused=poly1_fused,
     validate=_check_last_axis_classes, output_shape=lambda shapes, options: shapes["input"][:-1],
+    domains={"target": CLASS_INDICES},
     options=(Option("epsilon", 2.0, "Coefficient of the first polynomial term (any real; 2 for ImageNet, "
                     "-1 for detection in the paper).", number()),),
     formula=r"\ell = -\textstyle\sum_c y_c \log p_c + \epsilon \textstyle\sum_c y_c (1 - p_c),\ p = \operatorname{softmax}(x)",
@@ -526,6 +535,7 @@ register(LossSpec(
     inputs=("input", "target"), differentiable=("input",), label_inputs=("target",), same_shape=(),
     value=categorical_focal_value, vjp=categorical_focal_vjp, fused=categorical_focal_fused,
     validate=_check_categorical_focal, output_shape=lambda shapes, options: shapes["input"][:-1],
+    domains={"target": CLASS_INDICES},
     options=(Option("gamma", 2.0, "Focusing exponent of (1 - p) (>= 0; 0 gives alpha-weighted cross entropy).",
                     number(low=0.0)),
              Option("alpha", 0.25, "Class balance: a number for all classes, one per class, or None for 1.",

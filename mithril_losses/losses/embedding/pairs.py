@@ -158,6 +158,7 @@ def _triplet_fused(xp, anchor, positive, negative, dist, margin, swap):
 
 def _check_triplet(xp, inputs, options, concrete):
     _validation.check_ndim("anchor", inputs["anchor"], at_least=1)
+    _validation.check_min_size("anchor", inputs["anchor"].shape[-1], 1, "a vector size (last axis)")
 
 
 def _triplet_shape(shapes, options):
@@ -371,7 +372,7 @@ def contrastive_fused(xp, embedding1, embedding2, label, *, margin):
     d = _numerics.l2_norm(xp, diff, (diff.ndim - 1,))
     y = xp.astype(label, diff.dtype)
     hinge = xp.maximum(margin - d, 0.0)
-    value = y * (d * d) + (1.0 - y) * (hinge * hinge)
+    value = xp.where(y == 1.0, d * d, hinge * hinge)  # y is 0 or 1: no 0 * inf where d^2 overflows (d of 1e30)
 
     def pullback(ct):
         # d(d^2)/de1 = 2 diff; d(max(0, m - d)^2)/de1 = -2 max(0, m - d) diff / d, taken as 0 at d = 0
@@ -419,6 +420,7 @@ register(LossSpec(
     predictions=("embedding1", "embedding2"), label_inputs=("label",), same_shape=("embedding1", "embedding2"),
     value=contrastive_value, vjp=contrastive_vjp, fused=contrastive_fused,
     validate=_check_contrastive, output_shape=lambda shapes, options: shapes["embedding1"][:-1],
+    domains={"label": "{0, 1}"},
     options=(Option("margin", 1.0, "Distance a dissimilar pair must exceed (> 0).", number(low=0, low_open=True)),),
     formula=r"\ell = y\,d^2 + (1 - y)\max(0, m - d)^2,\ d = \|e_1 - e_2\|_2,\ y = 1\ \text{for a similar pair}",
     gradient=(r"\partial\ell/\partial e_1 = 2\left(y - (1 - y)\frac{\max(0, m - d)}{d}\right)(e_1 - e_2) "
@@ -524,6 +526,7 @@ register(LossSpec(
     predictions=("input1", "input2"), label_inputs=("target",), same_shape=("input1", "input2"),
     value=cosine_embedding_value, vjp=cosine_embedding_vjp, fused=cosine_embedding_fused,
     validate=_check_cosine_embedding, output_shape=lambda shapes, options: shapes["input1"][:-1],
+    domains={"target": "{-1, 1}"},
     options=(Option("margin", 0.0, "Cosine a dissimilar pair must stay below, in [-1, 1].",
                     number(low=-1, high=1)),),
     formula=(r"\ell = 1 - \cos\ (y = 1),\ \max(0, \cos - m)\ (y = -1),\ "
@@ -586,7 +589,7 @@ register(LossSpec(
     summary="Margin ranking loss: x1 should rank above x2 by the margin where y = 1, below where y = -1 (PyTorch's).",
     inputs=("input1", "input2", "target"), differentiable=("input1", "input2"),
     predictions=("input1", "input2"), label_inputs=("target",),
-    value=margin_ranking_value, vjp=margin_ranking_vjp, validate=_check_signs,
+    value=margin_ranking_value, vjp=margin_ranking_vjp, validate=_check_signs, domains={"target": "{-1, 1}"},
     options=(Option("margin", 0.0, "Margin by which the preferred input must lead (a real number).", number()),),
     formula=r"\ell = \max(0,\ -y\,(x_1 - x_2) + m)",
     gradient=r"\partial\ell/\partial x_1 = -y = -\partial\ell/\partial x_2\ \text{where}\ -y(x_1 - x_2) + m \ge 0",
@@ -632,7 +635,7 @@ register(LossSpec(
     name="hinge_embedding", family=FAMILY,
     summary="Hinge embedding loss: x for y = 1, max(0, margin - x) for y = -1 (PyTorch's).",
     inputs=("input", "target"), differentiable=("input",), label_inputs=("target",),
-    value=hinge_embedding_value, vjp=hinge_embedding_vjp, validate=_check_signs,
+    value=hinge_embedding_value, vjp=hinge_embedding_vjp, validate=_check_signs, domains={"target": "{-1, 1}"},
     options=(Option("margin", 1.0, "Value a dissimilar pair's input (a distance) must exceed (a real number).",
                     number()),),
     formula=r"\ell = x\ (y = 1),\quad \max(0, m - x)\ (y = -1)",

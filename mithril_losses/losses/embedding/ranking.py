@@ -40,6 +40,7 @@ def _list_shape(shapes, options):
 def _check_lists(xp, inputs, options, concrete, labels):
     s, y = inputs["scores"], inputs[labels]
     _validation.check_ndim("scores", s, at_least=1)
+    _validation.check_min_size("scores", s.shape[-1], 1, "a list length (last axis)")
     _validation.check_real_or_integral(labels, y, xp)
     _validation.check_same_shape("scores", s, labels, y)
 
@@ -247,7 +248,7 @@ def feature_alignment_fused(xp, student, teacher, *, margin, eps):
     u, n_s, active_s = _numerics.unit_vectors(xp, student, eps * eps)
     v, n_t, active_t = _numerics.unit_vectors(xp, teacher, eps * eps)
     cos = xp.sum(u * v, axis=-1)
-    on = cos <= margin
+    on = xp.logical_not(cos > margin)  # not cos <= margin: a NaN cosine stays in the loss (NaN) instead of adding 0
     value = xp.where(on, 1.0 - cos, 0.0)
 
     def pullback(ct):
@@ -269,6 +270,7 @@ def feature_alignment_vjp(xp, cotangent, student, teacher, *, margin, eps):
 
 def _check_vectors(xp, inputs, options, concrete):
     _validation.check_ndim("student", inputs["student"], at_least=1)
+    _validation.check_min_size("student", inputs["student"].shape[-1], 1, "a vector size (last axis)")
 
 
 def _sample_feature_alignment(rng, shape, options):
@@ -354,6 +356,7 @@ def _check_koleo(xp, inputs, options, concrete):
     x = inputs["embeddings"]
     _validation.check_ndim("embeddings", x, at_least=2)
     _validation.check_min_size("embeddings", x.shape[-2], 2, "a number of samples (axis -2)")
+    _validation.check_min_size("embeddings", x.shape[-1], 1, "a vector size (last axis)")
 
 
 def _sample_koleo(rng, shape, options):
@@ -395,7 +398,9 @@ register(LossSpec(
            "smallest distance (ties: the lowest index), and the gradient flows through that chosen neighbour to "
            "both vectors. The distance is the norm of the difference (DINOv2's PairwiseDistance also adds 1e-8 "
            "to the difference; dl_techniques uses sqrt(2 - 2 cos)), so identical embeddings give a distance of "
-           "exactly 0, the finite value -log(eps) and the subgradient 0."),
+           "exactly 0, the finite value -log(eps) and the subgradient 0. A NaN in one embedding makes the loss of "
+           "every vector of its set NaN (not only its own): its cosine with each vector is NaN, which argmax takes "
+           "as the largest, so it becomes every vector's nearest neighbour, as with DINOv2's torch.max."),
 ))
 
 
@@ -440,8 +445,9 @@ def clustering_vjp(xp, cotangent, embeddings, centroids, *, temperature, distanc
 
 def _check_clustering(xp, inputs, options, concrete):
     x, m = inputs["embeddings"], inputs["centroids"]
-    _validation.check_ndim("embeddings", x, at_least=2)
-    _validation.check_ndim("centroids", m, at_least=2)
+    for name, s in (("embeddings", x), ("centroids", m)):
+        _validation.check_ndim(name, s, at_least=2)
+        _validation.check_min_size(name, s.shape[-2], 1, "a number of samples (axis -2)")
     _validation.check_sample_sets("embeddings", x, "centroids", m)
 
 

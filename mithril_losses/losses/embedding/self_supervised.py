@@ -51,6 +51,8 @@ def _pairwise_pullback(xp, g, a, b):
 def _check_embedding_pair(xp, inputs, options, concrete, names=("image", "text")):
     for name in names:
         _validation.check_ndim_in(name, inputs[name], (2,), "(B, D): one embedding per row")
+        _validation.check_min_size(name, inputs[name].shape[0], 1, "a batch size (axis 0)")
+        _validation.check_min_size(name, inputs[name].shape[1], 1, "an embedding size (axis 1)")
 
 
 # --------------------------------------------------------------------------- ntxent
@@ -99,6 +101,7 @@ def ntxent_vjp(xp, cotangent, embeddings, labels, *, temperature):
 def _check_ntxent(xp, inputs, options, concrete):
     e, y = inputs["embeddings"], inputs["labels"]
     _validation.check_ndim_in("embeddings", e, (2,), "(N, D): one embedding per row")
+    _validation.check_min_size("embeddings", e.shape[0], 1, "a batch size (axis 0)")
     _validation.check_class_target_dtype("labels", y, xp, probabilities=False)
     _validation.check_shape("labels", y, tuple(e.shape[:1]), "one group label per embedding")
 
@@ -213,6 +216,7 @@ def _check_clip(xp, inputs, options, concrete):
     for name in ("image", "text"):
         x = inputs[name]
         _validation.check_ndim_in(name, x, (2,), "(B, B): a square matrix of logits (from_logits=True)")
+        _validation.check_min_size(name, x.shape[0], 1, "a batch size (axis 0)")
         _validation.check_shape(name, x, (x.shape[0], x.shape[0]),
                                 "a square matrix of logits, the matching pairs on the diagonal (from_logits=True)")
 
@@ -365,6 +369,7 @@ def dino_vjp(xp, cotangent, student, teacher, center, *, student_temp, teacher_t
 def _check_dino(xp, inputs, options, concrete):
     s = inputs["student"]
     _validation.check_ndim("student", s, at_least=1)
+    _validation.check_min_size("student", s.shape[-1], 1, "a number of prototypes (last axis)")
     _validation.check_target_shape("center", inputs["center"], _center_forms(s.shape[-1], s.ndim))
 
 
@@ -440,8 +445,9 @@ def ibot_patch_fused(xp, student, teacher, mask, center, *, student_temp, teache
     value = xp.sum(xp.where(m, ce, xp.zeros_like(ce)), axis=-1) / count  # where: an unmasked inf patch adds 0
 
     def pullback(ct):
-        k = xp.where(m, xp.expand_dims(ct / count, axis=-1), xp.zeros_like(ce))
-        return {"student": xp.expand_dims(k, axis=-1) * grad()}
+        g = xp.expand_dims(xp.expand_dims(ct / count, axis=-1), axis=-1) * grad()
+        # where, as in the value: an unmasked patch gets 0 even where it holds NaN or inf
+        return {"student": xp.where(xp.expand_dims(m, axis=-1), g, xp.zeros_like(g))}
 
     return value, pullback
 
@@ -487,6 +493,7 @@ register(LossSpec(
     same_shape=("student", "teacher"),
     value=ibot_patch_value, vjp=ibot_patch_vjp, fused=ibot_patch_fused,
     validate=_check_ibot, output_shape=lambda shapes, options: shapes["student"][:-2],
+    domains={"mask": "{0, 1}"},
     options=_TEMPS,
     formula=(r"\ell_n = \frac{\sum_p m_{np}\,\mathrm{CE}_{np}}{\max(\sum_p m_{np}, 1)},\ "
              r"\mathrm{CE}_{np} = -\textstyle\sum_k q_{npk}\log p_{npk},\ "

@@ -10,11 +10,13 @@ loop over samples. The engine adds reduction, weights and masks.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from ... import _numerics, _validation
 from ...registry import LossSpec, Option, Reference, register
-from .._common import integer, number, number_or_numbers
+from .._common import axis_option, integer, number, number_or_numbers
 
 FAMILY = "probabilistic"
 
@@ -44,8 +46,10 @@ def _sample_set_shape(shapes, options):
 
 def _check_sample_sets(xp, inputs, options, concrete):
     x, y = inputs["x"], inputs["y"]
-    _validation.check_ndim("x", x, at_least=2)
-    _validation.check_ndim("y", y, at_least=2)
+    for name, s in (("x", x), ("y", y)):
+        _validation.check_ndim(name, s, at_least=2)
+        _validation.check_min_size(name, s.shape[-2], 1, "a number of samples (axis -2)")
+        _validation.check_min_size(name, s.shape[-1], 1, "a feature size (last axis)")
     _validation.check_sample_sets("x", x, "y", y)
 
 
@@ -62,7 +66,8 @@ def _sample_sets(rng, shape, options):
 def _wasserstein_value_from_sorted(xp, d, p, axis):
     if p == 1:
         return xp.mean(xp.abs(d), axis=axis)
-    return xp.sqrt(xp.mean(d * d, axis=axis))
+    # sqrt(mean d^2) as |d|_2 / sqrt(n), the norm scaled so that d^2 does not overflow (float32 samples of 1e30)
+    return _numerics.l2_norm(xp, d, (axis % d.ndim,)) / math.sqrt(d.shape[axis])
 
 
 def wasserstein_distance_value(xp, u, v, *, p, axis):
@@ -98,7 +103,8 @@ def wasserstein_distance_vjp(xp, cotangent, u, v, *, p, axis):
 def _check_wasserstein(xp, inputs, options, concrete):
     u, v = inputs["u"], inputs["v"]
     _validation.check_ndim("u", u, at_least=1)
-    _validation.check_axis("axis", options["axis"], u.ndim)
+    axis = _validation.check_axis("axis", options["axis"], u.ndim)[0]
+    _validation.check_min_size("u", u.shape[axis], 1, f"a number of samples (axis {options['axis']})")
     _validation.check_equal_sample_counts("u", u, "v", v, options["axis"])
 
 
@@ -262,16 +268,15 @@ register(LossSpec(
 def _energy_block(xp, a, b, beta):
     """|a_i - b_j|^beta for all pairs, exactly 0 (with derivative 0) where the points coincide, and its pullback."""
     diff = _expand(xp, a, -2) - _expand(xp, b, -3)  # (..., n, m, d): coincident points are exactly at 0
-    s = xp.sum(diff * diff, axis=-1)
-    apart = s > 0
-    safe = xp.where(apart, s, 1.0)  # |.|^beta = s^(beta / 2): no 0^(negative power) on either path
-    half = 0.5 * beta
-    dist = xp.where(apart, safe**half, 0.0)
+    r = _numerics.l2_norm(xp, diff, (diff.ndim - 1,))  # scaled: points 1e30 apart do not overflow in float32
+    apart = r != 0  # not r > 0: a NaN distance stays in the loss (NaN), as |NaN|^beta does
+    safe = xp.where(apart, r, 1.0)  # no 0^(negative power) on either path
+    dist = xp.where(apart, safe**beta, 0.0)
 
     def pullback(h):
-        # d/da_i sum_j h_ij s_ij^(beta/2) = sum_j h_ij beta s_ij^(beta/2 - 1) (a_i - b_j), set to 0 at s = 0
-        h = xp.where(apart, h * (beta * safe ** (half - 1.0)), 0.0)
-        g = _expand(xp, h, -1) * diff
+        # d/da_i sum_j h_ij r_ij^beta = sum_j h_ij beta r_ij^(beta - 1) (a_i - b_j) / r_ij, set to 0 at r = 0
+        h = xp.where(apart, h * (beta * safe ** (beta - 1.0)), 0.0)
+        g = _expand(xp, h, -1) * (diff / _expand(xp, safe, -1))
         return xp.sum(g, axis=-2), -xp.sum(g, axis=-3)
 
     return dist, pullback
@@ -327,15 +332,15 @@ register(LossSpec(
 
 
 def _cosine_parts(xp, input, target, axis, eps):
-    axes = axis if isinstance(axis, tuple) else (axis,)
-    floor = eps * eps
-    sq_a = xp.sum(input * input, axis=axes, keepdims=True)
-    sq_b = xp.sum(target * target, axis=axes, keepdims=True)
-    inv_a = 1.0 / xp.sqrt(xp.maximum(sq_a, floor))  # eps per vector, on the squared norm: 0 vectors stay finite
-    inv_b = 1.0 / xp.sqrt(xp.maximum(sq_b, floor))
+    axes = tuple(a % input.ndim for a in (axis if isinstance(axis, tuple) else (axis,)))
+    # scaled norms: vectors whose squared norm overflows (float32 entries of 1e30) keep their cosine
+    norm_a = _numerics.l2_norm(xp, input, axes, keepdims=True)
+    norm_b = _numerics.l2_norm(xp, target, axes, keepdims=True)
+    inv_a = 1.0 / xp.maximum(norm_a, eps)  # eps per vector: 0 vectors stay finite
+    inv_b = 1.0 / xp.maximum(norm_b, eps)
     unit_a, unit_b = input * inv_a, target * inv_b
     cos = xp.sum(unit_a * unit_b, axis=axes, keepdims=True)
-    return axes, cos, (sq_a > floor, sq_b > floor, inv_a, inv_b, unit_a, unit_b)
+    return axes, cos, (norm_a > eps, norm_b > eps, inv_a, inv_b, unit_a, unit_b)
 
 
 def cosine_similarity_fused(xp, input, target, *, axis, eps):
@@ -360,18 +365,15 @@ def cosine_similarity_vjp(xp, cotangent, input, target, *, axis, eps):
     return cosine_similarity_fused(xp, input, target, axis=axis, eps=eps)[1](cotangent)
 
 
-def _axis_option(name, value):
-    _validation.check_axis(name, value, 64)  # types and repeats; the range is checked against the input
-    return tuple(value) if isinstance(value, list) else value
-
-
 def _cosine_axes(ndim, axis):
     return _validation.check_axis("axis", axis, ndim)
 
 
 def _check_cosine(xp, inputs, options, concrete):
-    _validation.check_ndim("input", inputs["input"], at_least=1)
-    _cosine_axes(inputs["input"].ndim, options["axis"])
+    x = inputs["input"]
+    _validation.check_ndim("input", x, at_least=1)
+    axes = _cosine_axes(x.ndim, options["axis"])
+    _validation.check_min_size("input", math.prod(x.shape[a] for a in axes), 1, "a vector size (along `axis`)")
 
 
 def _cosine_shape(shapes, options):
@@ -402,8 +404,8 @@ register(LossSpec(
     value=cosine_similarity_value, vjp=cosine_similarity_vjp, fused=cosine_similarity_fused,
     validate=_check_cosine, output_shape=_cosine_shape,
     options=(Option("axis", -1, "Axis (or tuple of axes) of one vector; the output has the shape without it.",
-                    _axis_option),
-             Option("eps", 1e-8, "Floor of each vector's norm (> 0), applied as eps^2 to the squared norm.",
+                    axis_option(allow_none=False)),
+             Option("eps", 1e-8, "Floor of each vector's norm (> 0).",
                     number(low=0, low_open=True))),
     formula=r"\ell = -\frac{a^\top b}{\max(\|a\|, \varepsilon)\,\max(\|b\|, \varepsilon)},\ "
             r"\max(\|a\|, \varepsilon) = \sqrt{\max(\|a\|^2, \varepsilon^2)}",
@@ -415,8 +417,9 @@ register(LossSpec(
     option_cases=({}, {"axis": 1, "eps": 1e-3}, {"axis": (0, 1)}),
     literature=("Keras CosineSimilarity; torch.nn.functional.cosine_similarity; optax.losses.cosine_similarity",),
     notes=("The loss is -cos, in [-1, 1] (Keras's CosineSimilarity loss; 1 - it is a cosine distance). Each "
-           "vector's norm is floored at `eps` (PyTorch's max(|a|, eps) per vector, computed as "
-           "sqrt(max(|a|^2, eps^2))), so a zero vector gives a loss of 0 and a finite gradient -b^/eps. PyTorch's "
+           "vector's norm is floored at `eps` (PyTorch's max(|a|, eps) per vector; |a| is scaled by the largest "
+           "entry, so float32 vectors of 1e30 keep their cosine), so a zero vector gives a loss of 0 and a finite "
+           "gradient -b^/eps. PyTorch's "
            "functional `cosine_similarity` is the similarity itself (+cos, arguments x1, x2, dim), so it is no "
            "function name here; its autograd differs from the derivative of its value for 0 < |a| < eps, where "
            "this loss gives the exact derivative of the floored value. optax's `epsilon` floors the squared norm "

@@ -121,6 +121,7 @@ register(LossSpec(
     summary="PyTorch's pointwise KL divergence: log-probability input, probability (or log-probability) target.",
     inputs=("input", "target"), differentiable=("input", "target"),
     value=kl_div_value, vjp=kl_div_vjp, fused=kl_div_fused, validate=_check_kl_div,
+    domains={"target": (("[0, inf)", {"log_target": False}),)},
     reductions=ALL_REDUCTIONS,
     options=(Option("log_target", False, "Whether `target` holds log-probabilities (True or False).", _flag),),
     formula=r"\ell = t\,(\log t - x)\ \ (0\ \text{at}\ t = 0),\qquad \ell = e^{t}(t - x)\ \ \text{with log\_target}",
@@ -184,6 +185,7 @@ register(LossSpec(
     inputs=("p", "q"), differentiable=("p", "q"),
     value=kl_divergence_value, vjp=kl_divergence_vjp, fused=kl_divergence_fused,
     validate=_check_distributions("p", "q", high=1.0), output_shape=_per_distribution("p"),
+    domains={"p": "[0, 1]", "q": "[0, 1]"},
     options=(Option("eps", 1e-8, "Floor of both probabilities before the logs (Artifex's clip), in (0, 1).",
                     number(low=0.0, high=1.0, low_open=True, high_open=True)),),
     formula=(r"\ell = \textstyle\sum_c \hat p_c \log(\hat p_c / \hat q_c),\ "
@@ -263,6 +265,7 @@ register(LossSpec(
     inputs=("p", "q"), differentiable=("p", "q"),
     value=js_divergence_value, vjp=js_divergence_vjp, fused=js_divergence_fused,
     validate=_check_distributions("p", "q", high=1.0), output_shape=_per_distribution("p"),
+    domains={"p": "[0, 1]", "q": "[0, 1]"},
     formula=(r"\ell = \tfrac12\textstyle\sum_c \left(p_c \log\frac{p_c}{m_c} + q_c \log\frac{q_c}{m_c}\right),\ "
              r"m = \tfrac12(p + q),\ 0\log 0 = 0"),
     gradient=(r"\partial\ell/\partial p_c = \tfrac12\log\frac{2p_c}{p_c + q_c}\ (p_c > 0);\ "
@@ -327,6 +330,7 @@ register(LossSpec(
     inputs=("input", "target"), differentiable=("input", "target"),
     value=generalized_kl_value, vjp=generalized_kl_vjp, fused=generalized_kl_fused,
     validate=_check_distributions("target"), output_shape=_per_distribution("input"),
+    domains={"target": "[0, inf)"},
     formula=r"\ell = \textstyle\sum_c t_c(\log t_c - x_c) + e^{x_c} - t_c\ \ (0 \log 0 = 0)",
     gradient=r"\partial\ell/\partial x_c = e^{x_c} - t_c,\ \ \partial\ell/\partial t_c = \log t_c - x_c\ (t_c > 0)",
     sample=_sample_generalized_kl,
@@ -439,6 +443,7 @@ register(LossSpec(
     summary="Poisson negative log-likelihood (PyTorch's poisson_nll_loss), on log-rates or rates.",
     inputs=("input", "target"), differentiable=("input",), label_inputs=("target",),
     value=poisson_nll_value, vjp=poisson_nll_vjp, validate=_check_poisson,
+    domains={"input": (("[0, inf)", {"log_input": False}),), "target": "[0, inf)"},
     options=(Option("log_input", True, "Whether `input` holds log-rates (True) or rates (False).", _flag),
              Option("full", False, "Add Stirling's approximation of log(t!) where t > 1 (True or False).", _flag),
              Option("eps", 1e-8, "Added to the rate inside the log when log_input=False (>= 0).", number(low=0.0))),
@@ -511,7 +516,8 @@ def gaussian_nll_vjp(xp, cotangent, input, target, var, *, full, eps):
     v = _variance(xp, input, var, eps)
     r = input - target
     g = cotangent * r / v
-    gv = 0.5 * cotangent * (v - r * r) / (v * v)
+    # summed here, not by the engine: an element with a zero cotangent (masked out) must add 0 even where it is NaN
+    gv = xp.where(cotangent == 0, xp.zeros_like(g), 0.5 * cotangent * (v - r * r) / (v * v))
     return {"input": g, "target": -g, "var": _sum_to_var(xp, gv, var)}
 
 
@@ -552,7 +558,7 @@ register(LossSpec(
     summary="Gaussian negative log-likelihood with predicted variances (PyTorch's gaussian_nll_loss).",
     inputs=("input", "target", "var"), differentiable=("input", "target", "var"), predictions=("input", "var"),
     same_shape=("input", "target"),
-    value=gaussian_nll_value, vjp=gaussian_nll_vjp, validate=_check_gaussian_nll,
+    value=gaussian_nll_value, vjp=gaussian_nll_vjp, validate=_check_gaussian_nll, domains={"var": "[0, inf)"},
     options=(Option("full", False, "Add the constant 1/2 log(2 pi) (True or False).", _flag),
              Option("eps", 1e-6, "Floor of the variance (> 0); the gradient passes through it, as PyTorch.",
                     number(low=0.0, low_open=True))),
