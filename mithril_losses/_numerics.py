@@ -201,14 +201,18 @@ def l2_norm(xp, x, axis, keepdims=False):
     Scaled by the largest |x| along ``axis``, so it neither overflows nor
     underflows wherever the norm itself is representable (float32 entries of
     1e25 or 1e-25). ``axis=()`` is handled here: PyTorch reads ``dim=()`` as all axes.
+    A zero vector never reaches the root (whose slope is infinite at 0), so a
+    framework's autodiff of it gives 0 there, not NaN.
     """
     a = xp.abs(x)
     if not axis:
         return a
     m = xp.max(a, axis=axis, keepdims=True)
-    m = xp.where(m > 0, m, xp.ones_like(m))
+    nonzero = m > 0
+    m = xp.where(nonzero, m, xp.ones_like(m))
     r = a / m
-    n = m * xp.sqrt(xp.sum(r * r, axis=axis, keepdims=True))
+    s = xp.sum(r * r, axis=axis, keepdims=True)  # >= 1 where nonzero
+    n = xp.where(nonzero, m * xp.sqrt(xp.where(nonzero, s, xp.ones_like(s))), xp.zeros_like(m))
     return n if keepdims else xp.reshape(n, tuple(d for i, d in enumerate(x.shape) if i not in axis))
 
 
@@ -229,11 +233,20 @@ def unit_vectors(xp, x, min_sq):
 
     ``min_sq`` > 0 floors the squared norm, so a zero vector gives u = 0 with finite gradients (optax's
     cosine similarity clips |x|^2 at an epsilon; ``min_sq = eps^2`` is torch's F.normalize, max(|x|, eps)).
-    Pull a cotangent of u back with ``unit_vectors_vjp``.
+    |x| is ``l2_norm``'s, so vectors whose squared norm overflows (float32 entries of 1e30) keep their
+    direction; the floor is ``norm_floor``'s (float16: at least its smallest normal number). Pull a cotangent
+    of u back with ``unit_vectors_vjp``.
     """
-    sq = xp.sum(x * x, axis=-1, keepdims=True)
-    n = xp.sqrt(xp.maximum(sq, min_sq))
-    return x / n, n, sq > min_sq
+    norm = l2_norm(xp, x, (x.ndim - 1,), keepdims=True)
+    floor = norm_floor(xp, math.sqrt(min_sq), x)
+    n = xp.maximum(norm, floor)
+    return x / n, n, norm > floor
+
+
+def norm_floor(xp, eps, like):
+    """``eps`` as a floor of norms in ``like``'s dtype: at least its smallest normal number, so that a floor
+    that underflows there (float16: 1e-8, 1e-12 become 0) still keeps zero vectors finite."""
+    return max(eps, float(xp.finfo(like.dtype).smallest_normal))
 
 
 def unit_vectors_vjp(xp, du, u, n, active):

@@ -70,7 +70,7 @@ def read_config_file(path: Path | None = None) -> dict:
         stamp = path.stat().st_mtime_ns
     except OSError:
         if explicit:
-            raise _validation.bad_config(str(path), "the file does not exist.") from None
+            raise _validation.bad_config(str(path), _validation.missing_config_file()) from None
         return {}
     cached = _file_cache.get(path)
     if cached is not None and cached[0] == stamp:
@@ -80,23 +80,26 @@ def read_config_file(path: Path | None = None) -> dict:
 
 
 def _parse_config_file(path: Path) -> dict:
+    source = str(path)
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise _validation.bad_config(str(path), f"not readable as JSON ({err}).") from None
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:  # a directory, no permission, not UTF-8
+        raise _validation.bad_config(source, _validation.unreadable(err)) from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise _validation.bad_config(source, _validation.not_parsable("JSON", err)) from None
     if not isinstance(data, dict):
-        raise _validation.bad_config(str(path), f"expected a JSON object, got {type(data).__name__}.")
-    unknown = sorted(set(data) - set(_FILE_KEYS))
-    if unknown:
-        raise _validation.bad_config(str(path), f"unknown keys {unknown}; allowed: {list(_FILE_KEYS)}.")
+        raise _validation.bad_config(source, _validation.not_a_json_object(data))
+    _validation.check_file_keys(source, data, _FILE_KEYS, required=())
     for key in _FILE_KEYS:
         if key in data and not isinstance(data[key], str):
-            raise _validation.bad_config(str(path), f"`{key}` must be a string, got {data[key]!r}.")
+            raise _validation.bad_config(source, _validation.setting_not_a_string(key, data[key]))
     if "backend" in data:
         try:
             canonical(data["backend"])
         except KeyError as err:
-            raise _validation.bad_config(str(path), err.args[0]) from None
+            raise _validation.bad_config(source, err.args[0]) from None
     return data
 
 

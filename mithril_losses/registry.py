@@ -223,13 +223,18 @@ def spec(name: str) -> LossSpec:
 
 def available(family: str | None = None) -> list[str]:
     """Sorted canonical names of the registered losses, optionally of one family."""
-    _load_builtin()
-    return sorted(n for n, s in _SPECS.items() if family is None or s.family == family)
+    return sorted(s.name for s in _registered() if family is None or s.family == family)
 
 
 def families() -> list[str]:
+    return sorted({s.family for s in _registered()})
+
+
+def _registered() -> list[LossSpec]:
+    """The registered specs, copied under the lock: a register() in another thread cannot change them mid-read."""
     _load_builtin()
-    return sorted({s.family for s in _SPECS.values()})
+    with _LOCK:
+        return list(_SPECS.values())
 
 
 def get(name: str, **options):
@@ -248,7 +253,8 @@ def from_config(config: dict):
         from .compose.config import from_config as objective_from_config
 
         return objective_from_config(config)
-    if not isinstance(config, dict) or not isinstance(config.get("name"), str):
+    if not isinstance(config, dict) or not all(isinstance(k, str) for k in config) \
+            or not isinstance(config.get("name"), str):
         raise _validation.bad_loss_config(config)
     options = {k: v for k, v in config.items() if k != "name"}
     return get(config["name"], **options)

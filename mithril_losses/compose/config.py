@@ -75,7 +75,7 @@ def _build(cfg, path: str):
         except (KeyError, TypeError, ValueError) as err:
             raise _validation.at_config_path(err, path) from None
     kind = cfg["composite"]
-    if kind not in _KINDS:
+    if not isinstance(kind, str) or kind not in _KINDS:
         raise _validation.at_config_path(_validation.unknown_name("composite kind", kind, _KINDS), path)
     builder, required, optional = _KINDS[kind]
     _validation.check_config_keys(path, kind, cfg, required, optional)

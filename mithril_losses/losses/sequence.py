@@ -143,9 +143,11 @@ def ctc_fused(xp, log_probs, targets, input_lengths, target_lengths, *, blank, z
                 beta = xp.where(t < in_len - 1, _lse3(xp, c, _shift(xp, c, -1), two), end)
             # gamma_t = alpha_t beta'_t / p normalised by its own frame's sum over s (p at every t < T_n), not by
             # p: posteriors in [0, 1] summing to 1 even where float32 alpha and beta of 1e7 round by more than 1;
-            # a frame without alignments (p = 0) gets 0, no inf - inf
-            z, log_s = _numerics.shifted_logits(xp, alphas[t] + beta, 1)
-            g = xp.where(xp.isfinite(log_s), xp.exp(z - log_s), xp.zeros_like(z))
+            # a frame without alignments (p = 0) gets 0, no log 0, no inf - inf
+            joint = alphas[t] + beta
+            alive = xp.max(joint, axis=1, keepdims=True) > _NEG_INF
+            z, log_s = _numerics.shifted_logits(xp, xp.where(alive, joint, xp.zeros_like(joint)), 1)
+            g = xp.where(alive, xp.exp(z - log_s), xp.zeros_like(z))
             gammas[t] = xp.where(t < in_len, g, xp.zeros_like(g))
         gamma = xp.stack(gammas, axis=0) if frames else xp.zeros_like(emit)
         total = xp.sum(gamma, axis=2, keepdims=True)
@@ -289,7 +291,9 @@ register(LossSpec(
            "The gradient is PyTorch's, exp(lp) - sum_s alpha beta / p on the frames t < T_n and 0 after, which is "
            "the gradient of the loss of log_softmax(log_probs); the value is computed on log_softmax(log_probs) "
            "as well, so value and gradient agree (a no-op for log-probabilities; inputs that are not normalised "
-           "are treated as logits, where PyTorch's value and gradient disagree). An impossible alignment (a target "
+           "are treated as logits, where PyTorch's value and gradient disagree). The alignment posteriors are "
+           "normalised frame by frame, so float32 gradients stay exact for log-probabilities down to -1e9. An "
+           "impossible alignment (a target "
            "too long for its input) gives +inf and, as PyTorch, a NaN gradient on its frames; with "
            "`zero_infinity=True` 0 and a zero gradient (so does a sample masked out by `where` or weighted 0). "
            "The loss is never negative. Targets may not contain the "

@@ -62,8 +62,9 @@ def _cosine_distance(xp, u, v):
     """1 - cos(u, v), each norm floored at 1e-8 (torch.nn.functional.cosine_similarity)."""
     norm_u = _expand(xp, _numerics.l2_norm(xp, u, (u.ndim - 1,)))
     norm_v = _expand(xp, _numerics.l2_norm(xp, v, (v.ndim - 1,)))
-    inv_u = 1.0 / xp.maximum(norm_u, COSINE_EPS)
-    inv_v = 1.0 / xp.maximum(norm_v, COSINE_EPS)
+    floor = _numerics.norm_floor(xp, COSINE_EPS, u)
+    inv_u = 1.0 / xp.maximum(norm_u, floor)
+    inv_v = 1.0 / xp.maximum(norm_v, floor)
     unit_u, unit_v = u * inv_u, v * inv_v
     cos = xp.sum(unit_u * unit_v, axis=-1)
 
@@ -71,8 +72,8 @@ def _cosine_distance(xp, u, v):
         # cos = u^ . v^, u^ = u / max(|u|, eps): d cos/du = (v^ - cos u^) / max(|u|, eps); below eps the floor
         # is a constant and the projection term drops out (a zero vector gets v^ / eps, as PyTorch)
         k, c = -_expand(xp, ct), _expand(xp, cos)
-        return (k * inv_u * (unit_v - xp.where(norm_u > COSINE_EPS, c * unit_u, 0.0)),
-                k * inv_v * (unit_u - xp.where(norm_v > COSINE_EPS, c * unit_v, 0.0)))
+        return (k * inv_u * (unit_v - xp.where(norm_u > floor, c * unit_u, 0.0)),
+                k * inv_v * (unit_u - xp.where(norm_v > floor, c * unit_v, 0.0)))
 
     return 1.0 - cos, pullback
 
@@ -446,7 +447,7 @@ register(LossSpec(
 def _root_norm(xp, x):
     """sqrt(|x|^2 + 1e-12), the root of PyTorch's squared norm plus EPSILON, without overflow or underflow."""
     n = _numerics.l2_norm(xp, x, (x.ndim - 1,))
-    floor = math.sqrt(EMBEDDING_EPS)
+    floor = _numerics.norm_floor(xp, math.sqrt(EMBEDDING_EPS), x)  # float16: its smallest normal, not 0
     m = xp.maximum(n, floor)  # a hypot: both terms scaled by the larger one
     r, f = n / m, floor / m
     return m * xp.sqrt(r * r + f * f)
@@ -546,8 +547,9 @@ register(LossSpec(
            "vectors give finite values (cos = 0) and finite gradients (x2 / (1e-6 |x2|) for a zero x1). The "
            "cosine is computed as u1.u2 with u = x / sqrt(|x|^2 + 1e-12), so vectors whose squared norms "
            "overflow or underflow (float32 entries of 1e20 or 1e-25), where PyTorch gives NaN or loses the "
-           "value, keep their exact finite value. At the kink cos = margin the gradient passes (PyTorch's "
-           "clamp_min)."),
+           "value, keep their exact finite value. In float16, where 1e-12 underflows, the root is floored at "
+           "float16's smallest normal number (6.1e-5) instead, so zero vectors stay finite there too (PyTorch: "
+           "NaN). At the kink cos = margin the gradient passes (PyTorch's clamp_min)."),
 ))
 
 

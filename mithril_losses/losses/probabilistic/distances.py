@@ -336,11 +336,12 @@ def _cosine_parts(xp, input, target, axis, eps):
     # scaled norms: vectors whose squared norm overflows (float32 entries of 1e30) keep their cosine
     norm_a = _numerics.l2_norm(xp, input, axes, keepdims=True)
     norm_b = _numerics.l2_norm(xp, target, axes, keepdims=True)
-    inv_a = 1.0 / xp.maximum(norm_a, eps)  # eps per vector: 0 vectors stay finite
-    inv_b = 1.0 / xp.maximum(norm_b, eps)
+    floor = _numerics.norm_floor(xp, eps, input)
+    inv_a = 1.0 / xp.maximum(norm_a, floor)  # eps per vector: 0 vectors stay finite
+    inv_b = 1.0 / xp.maximum(norm_b, floor)
     unit_a, unit_b = input * inv_a, target * inv_b
     cos = xp.sum(unit_a * unit_b, axis=axes, keepdims=True)
-    return axes, cos, (norm_a > eps, norm_b > eps, inv_a, inv_b, unit_a, unit_b)
+    return axes, cos, (norm_a > floor, norm_b > floor, inv_a, inv_b, unit_a, unit_b)
 
 
 def cosine_similarity_fused(xp, input, target, *, axis, eps):
@@ -419,7 +420,8 @@ register(LossSpec(
     notes=("The loss is -cos, in [-1, 1] (Keras's CosineSimilarity loss; 1 - it is a cosine distance). Each "
            "vector's norm is floored at `eps` (PyTorch's max(|a|, eps) per vector; |a| is scaled by the largest "
            "entry, so float32 vectors of 1e30 keep their cosine), so a zero vector gives a loss of 0 and a finite "
-           "gradient -b^/eps. PyTorch's "
+           "gradient -b^/eps (in float16, where eps underflows, the floor is its smallest normal number 6.1e-5; "
+           "PyTorch gives NaN there). PyTorch's "
            "functional `cosine_similarity` is the similarity itself (+cos, arguments x1, x2, dim), so it is no "
            "function name here; its autograd differs from the derivative of its value for 0 < |a| < eps, where "
            "this loss gives the exact derivative of the floored value. optax's `epsilon` floors the squared norm "
