@@ -2,7 +2,8 @@
 
 The model computes its outputs; mithril_losses computes the loss and d loss / d outputs from the
 *detached* outputs; ``outputs.backward(gradient=...)`` then runs the model's own backward pass.
-The parameter gradients equal those of ``F.mse_loss(outputs, target).backward()``.
+The parameter gradients equal those of ``F.mse_loss(outputs, target).backward()``, and so do those of
+``loss(outputs, target).backward()`` (the loss inside autograd, whose backward is the hand-derived one).
 
 Run: python examples/compiled_model_backward.py [--compile]
   --compile  wrap the model in torch.compile(backend="aot_eager") (a compiled graph, no C++ toolchain needed)
@@ -36,18 +37,28 @@ value, grads = loss.value_and_grad(outputs.detach(), target)
 outputs.backward(gradient=grads["input"])
 ours = {name: p.grad.clone() for name, p in model.named_parameters()}
 
-# 2. PyTorch's own loss and backward, for comparison
+# 2. the same loss inside autograd: its backward() runs the hand-derived gradient
+model.zero_grad()
+inside = loss(forward(x), target)
+inside.backward()
+inside_grads = {name: p.grad.clone() for name, p in model.named_parameters()}
+
+# 3. PyTorch's own loss and backward, for comparison
 model.zero_grad()
 reference = F.mse_loss(forward(x), target)
 reference.backward()
 theirs = {name: p.grad.clone() for name, p in model.named_parameters()}
 
 print(f"model: {'torch.compile(aot_eager)' if args.compile else 'eager'}")
-print(f"loss: mithril_losses {float(value):.8f}   F.mse_loss {reference.item():.8f}")
-print(f"{'parameter':<10} {'shape':<10} {'max |ours - torch|':>20} {'max |grad|':>12}")
+print(f"loss: mithril_losses {float(value):.8f}   inside autograd {inside.item():.8f}   F.mse_loss {reference.item():.8f}")
+print(f"{'parameter':<10} {'shape':<10} {'max |ours - torch|':>20} {'max |inside - torch|':>22} {'max |grad|':>12}")
 for name in ours:
     diff = (ours[name] - theirs[name]).abs().max().item()
-    print(f"{name:<10} {str(tuple(ours[name].shape)):<10} {diff:>20.3e} {theirs[name].abs().max().item():>12.4e}")
+    diff_inside = (inside_grads[name] - theirs[name]).abs().max().item()
+    print(f"{name:<10} {str(tuple(ours[name].shape)):<10} {diff:>20.3e} {diff_inside:>22.3e} "
+          f"{theirs[name].abs().max().item():>12.4e}")
     torch.testing.assert_close(ours[name], theirs[name], rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(inside_grads[name], theirs[name], rtol=1e-5, atol=1e-7)
 torch.testing.assert_close(value, reference.detach())
+torch.testing.assert_close(inside.detach(), reference.detach())
 print("parameter gradients match torch's F.mse_loss + backward()")

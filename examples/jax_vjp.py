@@ -2,7 +2,8 @@
 
 ``jax.vjp(apply_fn, params)`` gives the outputs and the model's pullback; mithril_losses gives the
 Huber loss and d loss / d outputs; the pullback turns that into parameter gradients, which equal
-``jax.grad`` of ``optax.losses.huber_loss(...).mean()``.
+``jax.grad`` of ``optax.losses.huber_loss(...).mean()``. The loss called inside ``jax.grad`` (a
+``jax.custom_vjp`` function whose backward is the hand-derived gradient) gives them too, under ``jax.jit``.
 
 Run: python examples/jax_vjp.py
 """
@@ -37,16 +38,22 @@ outputs, pullback = jax.vjp(apply_fn, params)
 value, grads = mlo.get("huber", delta=DELTA).value_and_grad(outputs, target)
 (ours,) = pullback(grads["input"])
 
-# 2. JAX autodiff of optax's Huber loss, for comparison
+# 2. the same loss inside jax.grad, under jax.jit: its custom_vjp runs the hand-derived gradient
+inside = jax.jit(jax.grad(lambda p: mlo.get("huber", delta=DELTA)(apply_fn(p), target)))(params)
+
+# 3. JAX autodiff of optax's Huber loss, for comparison
 reference, theirs = jax.value_and_grad(lambda p: optax.losses.huber_loss(apply_fn(p), target, delta=DELTA).mean())(params)
 
 linear = float(jnp.mean(jnp.abs(outputs - target) > DELTA))
 print(f"huber loss: mithril_losses {float(value):.7f}   optax {float(reference):.7f}   "
       f"({linear:.0%} of residuals beyond delta)")
-print(f"{'parameter':<10} {'shape':<10} {'max |ours - optax|':>20} {'max |grad|':>12}")
+print(f"{'parameter':<10} {'shape':<10} {'max |ours - optax|':>20} {'max |inside - optax|':>21} {'max |grad|':>12}")
 for name in sorted(params):
     diff = float(jnp.max(jnp.abs(ours[name] - theirs[name])))
-    print(f"{name:<10} {str(ours[name].shape):<10} {diff:>20.3e} {float(jnp.max(jnp.abs(theirs[name]))):>12.4e}")
+    diff_inside = float(jnp.max(jnp.abs(inside[name] - theirs[name])))
+    print(f"{name:<10} {str(ours[name].shape):<10} {diff:>20.3e} {diff_inside:>21.3e} "
+          f"{float(jnp.max(jnp.abs(theirs[name]))):>12.4e}")
     np.testing.assert_allclose(np.asarray(ours[name]), np.asarray(theirs[name]), rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(np.asarray(inside[name]), np.asarray(theirs[name]), rtol=1e-5, atol=1e-7)
 np.testing.assert_allclose(float(value), float(reference), rtol=1e-6)
 print("parameter gradients match jax.grad of optax.losses.huber_loss")

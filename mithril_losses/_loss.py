@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 
 from . import _layers, _validation, backends, config
@@ -52,16 +54,16 @@ class Loss:
         return self.value(*args, weight=weight, where=where, backend=backend, **inputs)
 
     def value(self, *args, weight=None, where=None, backend=None, **inputs):
+        """The reduced loss; inside a framework's autodiff its backward is the hand-derived ``vjp``."""
         call = self._prepare(args, inputs, weight, where, backend)
-        unreduced = self.spec.value(call.xp, **call.inputs, **self.options)
-        return self._reduce(call, unreduced)[0]
+        if call.adapter.records_gradients([x for _, _, x in call.arrays()]):
+            return self._value_with_custom_gradient(call)
+        return self._value(call)
 
     def value_and_grad(self, *args, weight=None, where=None, backend=None, **inputs):
         call = self._prepare(args, inputs, weight, where, backend)
-        unreduced, pullback = self._forward(call)
-        out, reduction_pullback = self._reduce(call, unreduced)
-        ones = call.xp.ones_like(out)
-        return out, self._gradients(call, pullback(reduction_pullback(ones)))
+        out, pullback = self._value_and_pullback(call)
+        return out, pullback(call.xp.ones_like(out))
 
     def grad(self, *args, weight=None, where=None, backend=None, **inputs):
         """Gradients of the reduced loss (of its sum, for reduction="none")."""
@@ -70,13 +72,53 @@ class Loss:
     def vjp(self, cotangent, *args, weight=None, where=None, backend=None, **inputs):
         """Gradients for the upstream ``cotangent`` of the loss output (per-sample shape with "none")."""
         call = self._prepare(args, inputs, weight, where, backend)
-        unreduced, pullback = self._forward(call)
-        out, reduction_pullback = self._reduce(call, unreduced)
+        out, pullback = self._value_and_pullback(call)
         ct = call.convert("cotangent", cotangent)
         _validation.check_cotangent(ct, tuple(out.shape))
-        return self._gradients(call, pullback(reduction_pullback(call.xp.astype(ct, out.dtype))))
+        return pullback(ct)
+
+    def _plain_value(self, *args, weight=None, where=None, backend=None, **inputs):
+        """The reduced loss from the value function alone, never through the custom-gradient wrapper.
+
+        A framework's autodiff of it differentiates the value function itself: the
+        conformance ``autodiff`` check compares that with ``vjp``.
+        """
+        return self._value(self._prepare(args, inputs, weight, where, backend))
 
     # -- internals -------------------------------------------------------------
+    def _value(self, call):
+        return self._reduce(call, self.spec.value(call.xp, **call.inputs, **self.options))[0]
+
+    def _value_and_pullback(self, call):
+        """(reduced loss, pullback from its cotangent to the dict of gradients): the one path of every gradient."""
+        unreduced, pullback = self._forward(call)
+        out, reduction_pullback = self._reduce(call, unreduced)
+        return out, lambda ct: self._gradients(call, pullback(reduction_pullback(_as_dtype(call.xp, ct, out.dtype))))
+
+    def _value_with_custom_gradient(self, call):
+        """The reduced loss as a function the framework differentiates with ``_value_and_pullback``.
+
+        The adapter gets every array of the call (each layer of a layer input,
+        then weight and where) and which of them are differentiable; the
+        pullback returns one gradient per array, None for the others.
+        """
+        entries = call.arrays()
+        differentiable = [n in self.spec.differentiable for n, _, _ in entries]
+
+        def forward(arrays):
+            out, pullback = self._value_and_pullback(call.replaced(arrays))
+
+            def flat_pullback(ct):
+                grads = {n: dict(_layers.items(g)) for n, g in pullback(ct).items()}
+                return [grads[n][key] if d else None for (n, key, _), d in zip(entries, differentiable)]
+
+            return out, flat_pullback
+
+        return call.adapter.custom_gradient(
+            [x for _, _, x in entries], value=lambda arrays: self._value(call.replaced(arrays)), forward=forward,
+            differentiable=differentiable, labels=[_layers.label(n, key) for n, key, _ in entries],
+            no_gradient=lambda label, stop: _validation.no_gradient_for(self.name, label, self.differentiable, stop))
+
     def _forward(self, call):
         spec = self.spec
         if spec.fused is not None:
@@ -191,6 +233,24 @@ class _Call:
 
     def convert(self, arg, x):
         return self._convert(arg, x, backends.library_of(x), self.adapter.name)
+
+    def arrays(self) -> list:
+        """[(name, layer key or None, array)]: every array of the call, the engine's weight and where last."""
+        inputs = [(n, key, x) for n, v in self.inputs.items() if v is not None for key, x in _layers.items(v)]
+        return inputs + [(n, None, x) for n, x in (("weight", self.weight), ("where", self.where)) if x is not None]
+
+    def replaced(self, arrays):
+        """A copy of this call whose arrays (in ``arrays()`` order) are ``arrays``.
+
+        (An engine weight never meets an input named weight: ``_prepare`` makes it that input.)
+        """
+        new = copy.copy(self)
+        by_key = {(n, key): x for (n, key, _), x in zip(self.arrays(), arrays)}
+        new.inputs = {n: None if v is None else _layers.map_layers(lambda key, _, n=n: by_key[n, key], v)
+                      for n, v in self.inputs.items()}
+        new.weight, new.where = (None if old is None else by_key[n, None]
+                                 for n, old in (("weight", self.weight), ("where", self.where)))
+        return new
 
 
 def _infer(arrays):

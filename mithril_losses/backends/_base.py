@@ -75,3 +75,23 @@ class Adapter:
     def vjp(self, fn, primals, cotangent):
         """(fn(*primals), gradients of <cotangent, fn> w.r.t. each primal)."""
         raise NotImplementedError(f"The {self.name!r} backend has no autodiff.")
+
+    def records_gradients(self, arrays) -> bool:
+        """Whether a loss call on ``arrays`` may run inside this library's autodiff.
+
+        Then ``Loss.value`` goes through ``custom_gradient``; a library without autodiff never does.
+        """
+        return False
+
+    def custom_gradient(self, arrays, *, value, forward, differentiable, labels, no_gradient):
+        """``value(arrays)`` as a function this library's autodiff differentiates with a hand-derived pullback.
+
+        ``forward(arrays)`` returns ``(value, pullback)``; the pullback maps the
+        value's cotangent to one gradient per array: those flagged in
+        ``differentiable`` get theirs, the others (labels, targets the loss
+        gives no gradient, the engine's weight and where) None. Where the
+        library tells that one of them is being differentiated, the call raises
+        ``no_gradient(label, stop)`` (``labels`` name the arrays; ``stop`` is the
+        library's way to cut that input's gradient).
+        """
+        raise NotImplementedError(f"The {self.name!r} backend has no autodiff.")

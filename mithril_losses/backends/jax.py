@@ -1,4 +1,4 @@
-"""JAX: jax.numpy namespace, jax.jit, jax.vjp.
+"""JAX: jax.numpy namespace, jax.jit, jax.vjp, jax.custom_vjp.
 
 float64 needs ``jax.config.update("jax_enable_x64", True)`` in the user's
 program; the conformance run switches it on for itself.
@@ -93,6 +93,34 @@ class JaxAdapter(Adapter):
 
         out, pullback = jax.vjp(fn, *primals)
         return out, pullback(cotangent)
+
+    def records_gradients(self, arrays):
+        # jax.grad, jax.vjp, jax.jit and jax.vmap all trace; a concrete array is a constant of any of them
+        return any(not self.is_concrete(x) for x in arrays)
+
+    def custom_gradient(self, arrays, *, value, forward, differentiable, labels, no_gradient):
+        """A ``jax.custom_vjp`` function of every array: none is closed over, so tracers never leak.
+
+        The residuals are the inputs; the backward recomputes the forward pass from them.
+        """
+        import jax
+
+        loss = jax.custom_vjp(lambda *a: value(list(a)))
+
+        def fwd(*primals):
+            for p, wanted, label in zip(primals, differentiable, labels):
+                if p.perturbed and not wanted:
+                    raise no_gradient(label, f"jax.lax.stop_gradient({label})")
+            a = [p.value for p in primals]
+            return value(a), a
+
+        def bwd(a, cotangent):
+            if isinstance(cotangent, jax.custom_derivatives.SymbolicZero):
+                return (None,) * len(a)
+            return tuple(forward(a)[1](cotangent))
+
+        loss.defvjp(fwd, bwd, symbolic_zeros=True)  # symbolic zeros: fwd learns which inputs are differentiated
+        return loss(*arrays)
 
 
 ADAPTER = JaxAdapter()

@@ -1,4 +1,4 @@
-"""MLX: a thin shim where ``mlx.core`` deviates from the array API, mx.compile, mx.vjp."""
+"""MLX: a thin shim where ``mlx.core`` deviates from the array API, mx.compile, mx.vjp, mx.custom_function."""
 
 from __future__ import annotations
 
@@ -155,6 +155,28 @@ class MLXAdapter(Adapter):
 
         (out,), grads = mx.vjp(lambda *p: [fn(*p)], list(primals), [cotangent])
         return out, tuple(grads)
+
+    def records_gradients(self, arrays):
+        # mx.grad and mx.vjp call the function on ordinary arrays and give no sign that they are under way,
+        # so every MLX call is wrapped (the wrapper only costs when a gradient is taken)
+        return True
+
+    def custom_gradient(self, arrays, *, value, forward, differentiable, labels, no_gradient):
+        """An ``mx.custom_function`` of every array, whose vjp recomputes the forward pass from its primals.
+
+        MLX does not say which inputs are differentiated: the others get a zero cotangent.
+        """
+        import mlx.core as mx
+
+        loss = mx.custom_function(lambda *a: value(list(a)))
+
+        @loss.vjp
+        def _(primals, cotangent, output):
+            primals = [primals] if len(arrays) == 1 else list(primals)  # MLX passes a lone primal bare
+            grads = forward(primals)[1](cotangent)
+            return tuple(mx.zeros_like(x) if g is None else g for x, g in zip(primals, grads))
+
+        return loss(*arrays)
 
 
 ADAPTER = MLXAdapter()

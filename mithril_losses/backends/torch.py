@@ -1,8 +1,12 @@
-"""PyTorch: array-api-compat's torch namespace, torch.compile, autograd."""
+"""PyTorch: array-api-compat's torch namespace, torch.compile, autograd (a ``torch.autograd.Function``).
+
+This module is imported on the torch backend's first use, so it imports torch at the top.
+"""
 
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 from ._base import Adapter
 
@@ -18,8 +22,6 @@ class TorchAdapter(Adapter):
         return xp
 
     def devices(self):
-        import torch
-
         names = ["cpu"]
         if torch.cuda.is_available():
             names += ["cuda"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())]
@@ -31,8 +33,6 @@ class TorchAdapter(Adapter):
         return str(x.device)
 
     def on_device(self, x, device):
-        import torch
-
         want = torch.device(device)  # "cuda" is any CUDA device, "cuda:1" that one
         return x.device.type == want.type and (want.index is None or x.device.index == want.index)
 
@@ -40,8 +40,6 @@ class TorchAdapter(Adapter):
         return x.to(device)  # device to device, keeping autograd history
 
     def asarray(self, x, *, dtype=None, device=None):
-        import torch
-
         self.check_device(device)
         if isinstance(x, np.ndarray) and not x.flags.writeable:
             x = x.copy()  # torch.as_tensor warns on read-only buffers
@@ -51,24 +49,56 @@ class TorchAdapter(Adapter):
         return x.detach().cpu().numpy()
 
     def is_concrete(self, x):
-        import torch
-
         return not torch.compiler.is_compiling()
 
     def compile(self, fn):
-        import torch
-
         return torch.compile(fn)
 
     def vjp(self, fn, primals, cotangent):
-        import torch
-
         leaves = [p.detach().clone().requires_grad_(True) for p in primals]
         with torch.enable_grad():
             out = fn(*leaves)
             grads = torch.autograd.grad(out, leaves, cotangent, allow_unused=True)
         grads = [torch.zeros_like(p) if g is None else g for p, g in zip(leaves, grads)]
         return out.detach(), tuple(grads)
+
+    def records_gradients(self, arrays):
+        return torch.is_grad_enabled() and any(x.requires_grad for x in arrays)
+
+    def custom_gradient(self, arrays, *, value, forward, differentiable, labels, no_gradient):
+        for x, wanted, label in zip(arrays, differentiable, labels):
+            if x.requires_grad and not wanted:
+                raise no_gradient(label, f"{label}.detach()")
+        return HandDerived.apply(forward, *arrays)[0]
+
+
+class HandDerived(torch.autograd.Function):
+    """A loss value whose backward is the loss's hand-derived pullback, kept from the forward pass.
+
+    ``forward`` returns the pullback beside the value (a non-tensor output) so
+    that ``setup_context`` can keep it; the ``setup_context`` form also lets
+    ``torch.func`` transforms run the Function. A backward with
+    ``create_graph=True`` recomputes the forward pass from the saved inputs
+    with grad mode on, so autograd can differentiate the pullback itself
+    (double backward).
+    """
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(forward, *arrays):
+        return forward(list(arrays))
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.forward, ctx.pullback = inputs[0], output[1]
+        ctx.save_for_backward(*inputs[1:])
+
+    @staticmethod
+    def backward(ctx, cotangent, _):
+        arrays = ctx.saved_tensors  # raises if an input was modified in place since the forward
+        pullback = ctx.forward(list(arrays))[1] if torch.is_grad_enabled() else ctx.pullback
+        return None, *pullback(cotangent)
 
 
 ADAPTER = TorchAdapter()

@@ -5,6 +5,10 @@ For one loss x backend x device x dtype:
 - ``autodiff``: the hand-derived vjp against the backend's autodiff of the
   same value function, with random cotangents, unreduced and through a
   weighted, masked mean;
+- ``framework`` (backends with autodiff): the backend's own ``jax.vjp``,
+  ``torch.autograd.grad`` or ``mx.vjp`` of ``loss(...)``, on the same cases
+  (a quick run: with the first option set), runs the custom-gradient
+  wrapper: it equals ``vjp`` to the last bits;
 - ``finite_differences`` (NumPy, float64): against 4th-order central
   differences along random directions, which catches a value function and a
   gradient that are wrong together;
@@ -26,6 +30,9 @@ from .._loss import Loss
 from .gaps import known_gap
 from .tolerances import FINITE_DIFFERENCES, tolerance
 
+# The framework's backward through the wrapper runs the very operations of ``vjp``: on CPU the same bits.
+# A few units in the last place leave room for GPU kernels whose atomic additions round in another order.
+_UNIT_ROUNDOFF = {"float64": 2.0**-52, "float32": 2.0**-23, "float16": 2.0**-10, "bfloat16": 2.0**-7}
 QUICK_SHAPES = ((3, 5),)
 FULL_SHAPES = ((3, 5), (2, 3, 4), (1, 7))
 
@@ -55,7 +62,9 @@ class _Errors:
         self.abs = self.rel = 0.0
         self.failures: list[str] = []
 
-    def compare(self, what, ours, theirs):
+    def compare(self, what, ours, theirs, *, tolerance=None):
+        """Record the errors of ``ours`` against ``theirs``; a failure past ``tolerance`` (rtol, atol), or this check's."""
+        rtol, atol = tolerance or (self.rtol, self.atol)
         a = np.asarray(ours, dtype=np.float64)
         b = np.asarray(theirs, dtype=np.float64)
         if a.shape != b.shape:
@@ -70,7 +79,7 @@ class _Errors:
         scale = float(np.abs(b[finite]).max()) if diff.size else 0.0
         rel = err / scale if scale > 0 else err
         self.abs, self.rel = max(self.abs, err), max(self.rel, rel)
-        if err > self.atol and rel > self.rtol:
+        if err > atol and rel > rtol:
             self.failures.append(f"{what}: abs {err:.3g}, rel {rel:.3g}")
 
 
@@ -133,10 +142,11 @@ def _random_like(rng, shape):
 # --------------------------------------------------------------------------- checks
 
 
-def _autodiff(spec, adapter, device, dtype, full, seed, errors):
+def _gradient_cases(spec, adapter, device, dtype, cases, seed):
+    """(tag, loss, inputs, engine weight/where, cotangent) on the backend for each (options, shape) of
+    ``cases``: per sample with a random cotangent, and through a weighted, masked mean."""
     name = adapter.name
-    diff = spec.differentiable
-    for k, (options, shape) in enumerate(_cases(spec, full)):
+    for k, (options, shape) in enumerate(cases):
         rng, raw = _sample(spec, options, shape, seed + k)
         x = _on_backend(adapter, raw, dtype, device)
         for reduction, masked in (("none", False), ("mean", True)):
@@ -152,15 +162,41 @@ def _autodiff(spec, adapter, device, dtype, full, seed, errors):
                     extra["weight"] = adapter.asarray(rng.uniform(0.5, 2.0, loss_shape), dtype=adapter.dtype(dtype),
                                                       device=device)
             ct = adapter.asarray(_random_like(rng, out_shape), dtype=adapter.dtype(dtype), device=device)
+            yield f"{reduction} {shape}", loss, x, extra, ct
 
-            def f(*d):
-                return loss.value(**_with_leaves(x, diff, d), backend=name, **extra)
 
-            _, auto = adapter.vjp(f, [a for _, a in _leaves(x, diff)], ct)
-            ours = loss.vjp(ct, **x, backend=name, **extra)
-            _check_gradient_types(adapter, ours, x, errors)
-            for (label, g), a in zip(_leaves(ours, diff), auto):
-                errors.compare(f"{reduction} grad {label} {shape}", adapter.to_numpy(g), adapter.to_numpy(a))
+def _autodiff_of(adapter, value, x, extra, ct, diff):
+    """The backend autodiff's gradients of ``value`` (a loss's ``value`` or ``_plain_value``) for ``ct``."""
+    def f(*d):
+        return value(**_with_leaves(x, diff, d), backend=adapter.name, **extra)
+
+    return adapter.vjp(f, [a for _, a in _leaves(x, diff)], ct)[1]
+
+
+def _autodiff(spec, adapter, device, dtype, full, seed, errors):
+    diff = spec.differentiable
+    for tag, loss, x, extra, ct in _gradient_cases(spec, adapter, device, dtype, _cases(spec, full), seed):
+        auto = _autodiff_of(adapter, loss._plain_value, x, extra, ct, diff)
+        ours = loss.vjp(ct, **x, backend=adapter.name, **extra)
+        _check_gradient_types(adapter, ours, x, errors)
+        for (label, g), a in zip(_leaves(ours, diff), auto):
+            errors.compare(f"grad {label} {tag}", adapter.to_numpy(g), adapter.to_numpy(a))
+
+
+def _framework(spec, adapter, device, dtype, full, seed, errors):
+    """The framework's own vjp of ``loss(...)`` runs the custom-gradient wrapper: it equals ``loss.vjp``
+    to the last bits (which the ``autodiff`` check compares with autodiff of the value function).
+
+    A quick run checks the first option case only: the wrapper does not depend on a loss's options.
+    """
+    diff = spec.differentiable
+    cases = _cases(spec, full)[: None if full else 1]
+    for tag, loss, x, extra, ct in _gradient_cases(spec, adapter, device, dtype, cases, seed):
+        framework = _autodiff_of(adapter, loss.value, x, extra, ct, diff)
+        ours = loss.vjp(ct, **x, backend=adapter.name, **extra)
+        for (label, g), a in zip(_leaves(ours, diff), framework):
+            errors.compare(f"grad {label} {tag}", adapter.to_numpy(a), adapter.to_numpy(g),
+                           tolerance=(8 * _UNIT_ROUNDOFF[dtype], 0.0))
 
 
 def _finite_differences(spec, adapter, device, dtype, full, seed, errors):
@@ -276,7 +312,7 @@ def planned_checks(spec, backend: str, dtype: str) -> list[str]:
     adapter = backends.get_adapter(backend)
     checks = []
     if adapter.has_autodiff:
-        checks.append("autodiff")
+        checks += ["autodiff", "framework"]
     if backend == "numpy" and dtype == "float64":
         checks.append("finite_differences")
         checks += [f"reference:{lib}" for lib in spec.references if lib in _REFERENCE_RUNNERS]
@@ -285,7 +321,8 @@ def planned_checks(spec, backend: str, dtype: str) -> list[str]:
     return checks
 
 
-_CHECKS = {"autodiff": _autodiff, "finite_differences": _finite_differences, "cross_backend": _cross_backend,
+_CHECKS = {"autodiff": _autodiff, "framework": _framework, "finite_differences": _finite_differences,
+           "cross_backend": _cross_backend,
            "reference:torch": _reference("torch"), "reference:optax": _reference("optax")}
 
 
