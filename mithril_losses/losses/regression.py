@@ -381,7 +381,8 @@ register(LossSpec(
                     axis_option(allow_none=True))),
     formula=r"\ell = -\mathrm{PSNR} = 10\log_{10}\max(\mathrm{MSE}, 10^{-10} m^2) - 20\log_{10} m",
     gradient=r"\partial\ell/\partial x = \frac{20}{\ln 10\, M\,\mathrm{MSE}}\,(x - y)",
-    sample=residual_sampler(kinks=lambda o: (), target=(0.0, 1.0), residual=(-0.3, 0.3)),
+    # residuals away from 0: log MSE curves sharply where the MSE is small
+    sample=residual_sampler(target=(0.0, 1.0), residual=(-0.3, 0.3)),
     aliases=("psnr_loss",),
     option_cases=({}, {"max_value": 255.0, "axis": (1,)}),
     literature=("Artifex psnr_loss; Huynh-Thu & Ghanbari, Scope of validity of PSNR (2008)",),

@@ -180,7 +180,8 @@ def _redraw_rows(rng, draw, bad):
 
 
 def _triplet_sampler(np_distance, componentwise_kink=lambda options: False):
-    """Triplets with the hinge, the swap's minimum and (for p = 1) every difference component away from a kink."""
+    """Triplets with the hinge, the swap's minimum and (where ``componentwise_kink``: |w|^p not smooth at 0)
+    every difference component away from a kink."""
     def sample(rng, shape, options):
         shape = tuple(shape)
         eps = options.get("eps", 0.0)
@@ -270,7 +271,7 @@ register(LossSpec(
              r"\text{swap: } d(a, n) \to \min(d(a, n), d(p, n))"),
     gradient=(r"\partial d(u, v)/\partial u = \operatorname{sign}(w)\,(|w|/\|w\|_p)^{p-1} = -\partial d/\partial v,\ "
               r"w = u - v + \epsilon;\ \ell' = 1\ \text{where}\ m + d(a,p) - d(a,n) \ge 0"),
-    sample=_triplet_sampler(_np_pairwise, lambda o: o["p"] == 1.0),
+    sample=_triplet_sampler(_np_pairwise, lambda o: o["p"] % 2 != 0),  # |w|^p is smooth at 0 for even p only
     aliases=("triplet_margin_loss", "triplet_loss"),
     functional=("triplet_margin_loss", "triplet_loss"),
     references={"torch": Reference("torch.nn.functional.triplet_margin_loss", _torch_triplet)},
