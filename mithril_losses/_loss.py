@@ -30,6 +30,8 @@ class Loss:
         self.reduction = reduction
         self.axis = axis
         self.options = {o.name: o.normalise(options.get(o.name, o.default)) for o in spec.options}
+        if spec.check_options is not None:
+            spec.check_options(self.options)
 
     # -- description -----------------------------------------------------------
     name = property(lambda self: self.spec.name)

@@ -208,11 +208,12 @@ def l2_norm(xp, x, axis, keepdims=False):
     if not axis:
         return a
     m = xp.max(a, axis=axis, keepdims=True)
-    nonzero = m > 0
+    nonzero = m != 0  # NaN included: a NaN entry gives a NaN norm
     m = xp.where(nonzero, m, xp.ones_like(m))
     r = a / m
     s = xp.sum(r * r, axis=axis, keepdims=True)  # >= 1 where nonzero
     n = xp.where(nonzero, m * xp.sqrt(xp.where(nonzero, s, xp.ones_like(s))), xp.zeros_like(m))
+    n = xp.where(m == math.inf, m, n)  # inf / inf would give NaN
     return n if keepdims else xp.reshape(n, tuple(d for i, d in enumerate(x.shape) if i not in axis))
 
 

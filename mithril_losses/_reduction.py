@@ -54,7 +54,9 @@ def reduce(xp, loss, *, reduction, weight=None, where=None, axis=None, weighted_
     else:
         counted = scale if weighted_mean == "weights" else mask
         if mean_weights is not None:
-            counted = mean_weights if counted is None else mean_weights * counted
+            # where counted is 0 (masked out), a non-finite weight of its own must not give 0 * inf
+            counted = mean_weights if counted is None else \
+                xp.where(counted != 0, mean_weights * counted, xp.zeros_like(counted))
         divisor = _count(xp, counted, shape, axes)
     out = total if divisor is None else total / divisor
 

@@ -76,7 +76,8 @@ class LossSpec:
     Shape and checks: ``output_shape(shapes, options)`` gives the unreduced
     loss's shape (None: elementwise, the first input's shape), so weights and
     masks are checked before any arithmetic; ``validate(xp, inputs, options,
-    concrete)`` adds the loss's own checks, value checks only when ``concrete``.
+    concrete)`` adds the loss's own checks, value checks only when ``concrete``;
+    ``check_options(options)`` checks options against each other at ``get()``.
 
     Reduction: a weighted mean divides by the weights' sum, or by the element
     count with ``weighted_mean="count"`` (PyTorch's huber_loss);
@@ -123,6 +124,7 @@ class LossSpec:
     predictions: tuple[str, ...] | None = None
     same_shape: tuple[str, ...] | None = None
     validate: Callable | None = None
+    check_options: Callable | None = None
     reductions: tuple[str, ...] = REDUCTIONS
     default_reduction: str = "mean"
     weighted_mean: str = "weights"

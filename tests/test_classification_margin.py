@@ -707,6 +707,8 @@ def test_bad_options(name, options, error, pattern):
         mlo.get(name, **options)
 
 
-def test_capsule_margins_in_order():
+def test_capsule_margins_in_order_at_get():
     with pytest.raises(ValueError, match=r"`m_minus` must be less than `m_plus`; got m_minus=0.9 and m_plus=0.5"):
-        mlo.get("capsule_margin", m_plus=0.5, m_minus=0.9)(np.full((2, 3), 0.5), np.array([0, 1]))
+        mlo.get("capsule_margin", m_plus=0.5, m_minus=0.9)
+    with pytest.raises(ValueError, match=r"got m_minus=0.5 and m_plus=0.5"):
+        mlo.from_config({"name": "capsule_margin", "m_plus": 0.5, "m_minus": 0.5})

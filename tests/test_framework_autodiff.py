@@ -4,10 +4,11 @@ PyTorch runs it as a ``torch.autograd.Function`` (``backward()``, ``torch.autogr
 ``torch.compile``), JAX as a ``jax.custom_vjp`` function (``jax.grad``, ``jax.vjp``, ``jax.jit``,
 ``jax.vmap``), MLX as an ``mx.custom_function`` (``mx.grad``, ``mx.value_and_grad``, ``mx.compile``,
 ``mx.vmap``). Proof that the hand-derived path is the one that runs: a registered toy loss whose vjp is
-deliberately not the derivative of its value, and edge inputs where each framework's autodiff of the
-value function gives NaN or another subgradient while the hand-derived gradient is finite (and is
-PyTorch's own). Gradients are compared with ``loss.grad`` and with independent references: each
-framework's autodiff of ``spec.value``, PyTorch's own losses and hand-computed values.
+deliberately not the derivative of its value; a toy loss whose value's autodiff is NaN at 0 where its
+hand-derived gradient is finite; ``binary_cross_entropy`` at probabilities 0 and 1, where the framework
+gets PyTorch's gradient, not the subgradient autodiff of the value takes. Gradients are compared with
+``loss.grad`` and with independent references: each framework's autodiff of ``spec.value``, PyTorch's
+own losses and hand-computed values.
 """
 
 from __future__ import annotations
@@ -67,10 +68,10 @@ def value_autodiff(name, loss, arrays, constants=()):
     return framework_grad(name, summed, arrays)
 
 
-def mithril_grad(name, loss, arrays, constants=(), **kw):
+def mithril_grad(name, loss, arrays, constants=()):
     """The framework's autodiff of ``loss(*arrays, *constants)``: the custom-gradient path."""
     consts = [native(name, c) for c in constants]
-    return framework_grad(name, lambda *diff: loss(*diff, *consts, **kw), arrays)
+    return framework_grad(name, lambda *diff: loss(*diff, *consts), arrays)
 
 
 def loss_grad(name, loss, *args, **kw):

@@ -40,12 +40,6 @@ CASE_SHAPE = (3, 5)
 SEED = 20240612
 LOSSES = mlo.available()
 
-# Known gaps of a backend adapter, failures once fixed (strict xfail): (loss, backend, native arrays) -> reason.
-KNOWN_GAPS = {
-    ("wasserstein_discriminator", "mlx", True): "the MLX namespace's asarray(x, copy=True) returns x itself, so "
-                                                "the fake gradient is the caller's own cotangent ('none', 'sum')",
-}
-
 
 def _read_only(a):
     a = np.array(a)
@@ -121,11 +115,9 @@ SOURCES = [("numpy", False)] + [(b, n) for b in SWEEP_BACKENDS if b != "numpy" f
 @pytest.mark.parametrize(("backend", "native_arrays"), SOURCES,
                          ids=[f"{b}-{'native' if n else 'read-only numpy'}" for b, n in SOURCES])
 @pytest.mark.parametrize("name", LOSSES)
-def test_inputs_untouched_and_results_fresh(name, backend, native_arrays, request):
+def test_inputs_untouched_and_results_fresh(name, backend, native_arrays):
     if not installed(backend):
         pytest.skip(f"{backend} is not installed")
-    if (name, backend, native_arrays) in KNOWN_GAPS:
-        request.applymarker(pytest.mark.xfail(reason=KNOWN_GAPS[name, backend, native_arrays], strict=True))
     if backend == "jax":
         import jax
 

@@ -21,11 +21,13 @@ class MLXNamespace:
 
     def asarray(self, x, dtype=None, device=None, copy=None):
         if isinstance(x, self._mx.array):
-            return x if dtype is None else x.astype(dtype)
+            out = x if dtype is None else self.astype(x, dtype, copy=bool(copy))
+            return self._mx.array(out) if copy and out is x else out
         return self._mx.array(x, dtype=dtype)
 
     def astype(self, x, dtype, /, *, copy=True, device=None):
-        return x.astype(dtype)
+        # MLX's astype to the same dtype returns the array itself; the standard's copy=True asks for a new one
+        return self._mx.array(x) if copy and x.dtype == dtype else x.astype(dtype)
 
     def isdtype(self, dtype, kind):
         mx = self._mx

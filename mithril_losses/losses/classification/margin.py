@@ -364,9 +364,8 @@ def capsule_margin_vjp(xp, cotangent, input, target, *, m_plus, m_minus, lambda_
     return {"input": 2.0 * ct * (lambda_ * (1.0 - target) * long - target * short)}
 
 
-def _check_capsule_margin(xp, inputs, options, concrete):
+def _check_capsule_margins(options):
     _validation.check_option_order("m_minus", options["m_minus"], "m_plus", options["m_plus"])
-    _check_class_scores(xp, inputs, options, concrete)
 
 
 def _sample_capsule_margin(rng, shape, options):
@@ -384,7 +383,7 @@ register(LossSpec(
     summary="Margin loss of capsule networks on capsule lengths (Sabour et al. 2017).",
     inputs=("input", "target"), differentiable=("input",), same_shape=(), label_inputs=("target",),
     value=capsule_margin_value, vjp=capsule_margin_vjp,
-    validate=_check_capsule_margin, output_shape=_per_sample, domains={"target": CLASS_INDICES},
+    validate=_check_class_scores, check_options=_check_capsule_margins, output_shape=_per_sample, domains={"target": CLASS_INDICES},
     options=(Option("m_plus", 0.9, "Length a present class's capsule should reach, in (0, 1].",
                     number(low=0, high=1, low_open=True)),
              Option("m_minus", 0.1, "Length an absent class's capsule should stay under, in [0, 1); below m_plus.",
