@@ -1,6 +1,6 @@
 """Run the benchmarks: ``python benchmarks/run.py [--quick] [--json PATH] [--update-docs]``.
 
-The same as ``mithril-losses bench``; see ``mithril_losses/bench.py`` and docs/performance.md.
+The same as ``mithril-losses bench``; see ``mithril_losses/bench/`` and docs/performance.md.
 """
 
 import sys

@@ -6,6 +6,7 @@ Importing this package imports none of jax, torch or mlx.
 from __future__ import annotations
 
 from . import functional
+from ._compiled import compile  # noqa: A004  (mlo.compile, as jax.jit / torch.compile)
 from ._loss import Loss
 from .compose import (CompositeLoss, LossCollection, LossMetrics, LossScheduler, MultiOutputLoss, Regularization,
                       ScheduledLoss, UncertaintyWeightedLoss, WeightedLoss, l1_regularization, l2_regularization,
@@ -18,7 +19,7 @@ __version__ = "0.1.0"
 __all__ = [
     "CompositeLoss", "Loss", "LossCollection", "LossMetrics", "LossScheduler", "LossSpec", "MultiOutputLoss", "Option",
     "Reference", "Regularization", "ScheduledLoss", "Tolerance", "UncertaintyWeightedLoss", "WeightedLoss",
-    "available", "distances", "families", "from_config", "get", "get_backend", "l1_regularization",
+    "available", "compile", "distances", "families", "from_config", "get", "get_backend", "l1_regularization",
     "l2_regularization", "load_objective", "register", "register_distance", "safe_divide", "safe_log",
     "set_backend", "spec", "update_center", "use_backend",
 ]

@@ -32,6 +32,10 @@ class Loss:
         self.options = {o.name: o.normalise(options.get(o.name, o.default)) for o in spec.options}
         if spec.check_options is not None:
             spec.check_options(self.options)
+        # what every call asks of the spec, worked out once
+        self._floating_inputs = tuple(n for n in spec.inputs if n not in spec.label_inputs)
+        self._shape_matched = spec.shape_matched
+        self._owns_weight = "weight" in spec.inputs
 
     # -- description -----------------------------------------------------------
     name = property(lambda self: self.spec.name)
@@ -58,14 +62,14 @@ class Loss:
     def value(self, *args, weight=None, where=None, backend=None, **inputs):
         """The reduced loss; inside a framework's autodiff its backward is the hand-derived ``vjp``."""
         call = self._prepare(args, inputs, weight, where, backend)
-        if call.adapter.records_gradients([x for _, _, x in call.arrays()]):
+        if call.adapter.has_autodiff and call.adapter.records_gradients([x for _, _, x in call.arrays()]):
             return self._value_with_custom_gradient(call)
         return self._value(call)
 
     def value_and_grad(self, *args, weight=None, where=None, backend=None, **inputs):
         call = self._prepare(args, inputs, weight, where, backend)
         out, pullback = self._value_and_pullback(call)
-        return out, pullback(call.xp.ones_like(out))
+        return out, pullback(1.0)
 
     def grad(self, *args, weight=None, where=None, backend=None, **inputs):
         """Gradients of the reduced loss (of its sum, for reduction="none")."""
@@ -92,10 +96,18 @@ class Loss:
         return self._reduce(call, self.spec.value(call.xp, **call.inputs, **self.options))[0]
 
     def _value_and_pullback(self, call):
-        """(reduced loss, pullback from its cotangent to the dict of gradients): the one path of every gradient."""
+        """(reduced loss, pullback from its cotangent to the dict of gradients): the one path of every gradient.
+
+        The cotangent is an array of the loss output's shape, or the Python float 1.0 (``value_and_grad``).
+        """
         unreduced, pullback = self._forward(call)
         out, reduction_pullback = self._reduce(call, unreduced)
-        return out, lambda ct: self._gradients(call, pullback(reduction_pullback(_as_dtype(call.xp, ct, out.dtype))))
+
+        def gradients(ct):
+            ct = ct if isinstance(ct, float) else _as_dtype(call.xp, ct, out.dtype)
+            return self._gradients(call, pullback(reduction_pullback(ct)))
+
+        return out, gradients
 
     def _value_with_custom_gradient(self, call):
         """The reduced loss as a function the framework differentiates with ``_value_and_pullback``.
@@ -160,21 +172,19 @@ class Loss:
 
     def _prepare(self, args, inputs, weight, where, backend):
         spec = self.spec
-        if "weight" in spec.inputs and weight is not None:  # the loss's own weight (class weights)
+        if self._owns_weight and weight is not None:  # the loss's own weight (class weights)
             inputs, weight = {**inputs, "weight": weight}, None
         bound = _validation.bind_arguments(self.name, spec.inputs, args, inputs, spec.optional_inputs)
         call = _Call(self, bound, weight, where, backend)
         xp = call.xp
-        for name in spec.inputs:
-            if name not in spec.label_inputs and call.inputs[name] is not None:
-                for key, x in _layers.items(call.inputs[name]):
-                    _validation.check_floating(_layers.label(name, key), x, xp)
-        matched = spec.shape_matched
+        for name in self._floating_inputs:
+            for label, x in call.leaves(name):
+                _validation.check_floating(label, x, xp)
+        matched = self._shape_matched
         for other in matched[1:]:
             _validation.check_same_shape(matched[0], call.inputs[matched[0]], other, call.inputs[other])
         if spec.validate is not None:
-            concrete = all(call.adapter.is_concrete(x) for v in call.inputs.values() if v is not None
-                           for _, x in _layers.items(v))
+            concrete = all(call.adapter.is_concrete(x) for name in spec.inputs for _, x in call.leaves(name))
             spec.validate(xp, call.inputs, self.options, concrete)
         shape = call.loss_shape = spec.loss_shape(call.inputs, self.options)
         call.axis = None if self.axis is None else _validation.check_axis("axis", self.axis, len(shape))
@@ -202,11 +212,13 @@ def _unbroadcast(xp, g, shape):
 class _Call:
     """One call's backend, namespace and converted arrays."""
 
-    __slots__ = ("adapter", "xp", "device", "inputs", "weight", "where", "axis", "loss_shape")
+    __slots__ = ("adapter", "xp", "device", "layered", "inputs", "weight", "where", "axis", "loss_shape")
 
     def __init__(self, loss, bound, weight, where, backend):
         choice = config.configured(backend)
-        layered = loss.spec.layer_inputs
+        layered = self.layered = loss.spec.layer_inputs
+        if choice.device is None and not layered and self._as_given(loss, bound, weight, where, choice):
+            return
         leaves = [(n, key, x) for n, v in bound.items() for key, x in (_layers.items(v) if n in layered else [(None, v)])]
         extras = [(n, None, x) for n, x in (("weight", weight), ("where", where)) if x is not None]
         arrays = [(_layers.label(n, key), x, backends.library_of(x)) for n, key, x in (*leaves, *extras)]
@@ -224,6 +236,25 @@ class _Call:
         extra = {n: x for (n, _, _), x in zip(extras, converted[len(leaves):])}
         self.weight, self.where = extra.get("weight"), extra.get("where")
 
+    def _as_given(self, loss, bound, weight, where, choice) -> bool:
+        """The common case: every array is of the one library that is the backend, all on one device (and no
+        device is configured, no input has layers), so nothing is converted. False: the general path decides,
+        and raises the errors."""
+        given = [*bound.values(), *(x for x in (weight, where) if x is not None)]
+        libraries = {backends.library_of(x) for x in given}
+        name = libraries.pop() if len(libraries) == 1 else None
+        if name is None or choice.backend not in (None, name):
+            return False
+        adapter = backends.get_adapter(name)
+        devices = {adapter.device_of(x) for x in given}
+        devices.discard(None)  # traced
+        if len(devices) > 1:
+            return False
+        self.adapter, self.xp, self.device = adapter, adapter.xp, devices.pop() if devices else None
+        self.inputs = {n: bound.get(n) for n in loss.spec.inputs}
+        self.weight, self.where = weight, where
+        return True
+
     def _convert(self, arg, x, library, name):
         if library == name and (self.device is None or self.adapter.on_device(x, self.device)):
             return x
@@ -235,6 +266,15 @@ class _Call:
 
     def convert(self, arg, x):
         return self._convert(arg, x, backends.library_of(x), self.adapter.name)
+
+    def leaves(self, name: str) -> list:
+        """[(label, array)] of input ``name``: its layers, the one array, or none where it was left out."""
+        x = self.inputs[name]
+        if x is None:
+            return []
+        if name not in self.layered:
+            return [(name, x)]
+        return [(_layers.label(name, key), a) for key, a in _layers.items(x)]
 
     def arrays(self) -> list:
         """[(name, layer key or None, array)]: every array of the call, the engine's weight and where last."""

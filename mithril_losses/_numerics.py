@@ -55,6 +55,129 @@ def log_softmax(xp, x, axis):
     return z - log_s
 
 
+SOFTMAX_CHUNK_BYTES = 1 << 18  # NumPy softmax rows in chunks of about 256 KB: their five passes run in the cache
+
+
+def softmax_parts(xp, x, axis):
+    """(p, m, log_s): p = softmax(x) along ``axis``, m = max(x) (0 where not finite) and log_s = log(sum(exp(x - m))),
+    both kept (size 1), so that log softmax(x) = (x - m) - log_s keeps its digits for huge logits.
+
+    ``p`` is a fresh array of the caller's (a gradient may be formed in it in place). NumPy writes it in row
+    chunks sized for the cache, with no other temporary of x's size; PyTorch runs its fused softmax kernel and
+    reads log_s = -log max(p) (the maximum's share is exp(0) / s); elsewhere the max-shifted formula, which XLA
+    fuses into one loop. A row of only -inf gives NaN in p, like PyTorch's softmax.
+    """
+    if array_api_compat.is_numpy_namespace(xp):
+        import numpy as np
+
+        p = np.empty_like(x)
+        return (p, *_numpy_softmax_rows(x, axis, p))
+    if array_api_compat.is_torch_namespace(xp):
+        import torch
+
+        p = torch.softmax(x, axis)
+        return p, _finite_max(xp, x, axis), -torch.log(torch.amax(p, dim=axis, keepdim=True))
+    m = _finite_max(xp, x, axis)
+    e = xp.exp(x - m)
+    s = xp.sum(e, axis=axis, keepdims=True)
+    return e / s, m, xp.log(s)
+
+
+def logsumexp_parts(xp, x, axis):
+    """(m, log_s) of ``softmax_parts`` without p: logsumexp(x) = m + log_s. NumPy needs only a chunk of scratch."""
+    if array_api_compat.is_numpy_namespace(xp):
+        return _numpy_softmax_rows(x, axis, None)
+    if array_api_compat.is_torch_namespace(xp):
+        return softmax_parts(xp, x, axis)[1:]
+    m = _finite_max(xp, x, axis)
+    return m, xp.log(xp.sum(xp.exp(x - m), axis=axis, keepdims=True))
+
+
+def softmax_and_log_softmax_at(xp, x, labels, axis):
+    """(p, l): p = softmax(x) along ``axis`` as in ``softmax_parts``, l = log p at the integer ``labels``.
+
+    PyTorch: its fused log_softmax kernel, then p = exp(log p) in the same buffer (two passes over the
+    logits' size, no reduction kernels); elsewhere from ``softmax_parts``, l = (x_y - m) - log_s.
+    """
+    if array_api_compat.is_torch_namespace(xp):
+        import torch
+
+        log_p = torch.log_softmax(x, axis)
+        at = take_labels(xp, log_p, labels, axis)
+        return (log_p.exp_() if writes_in_place(xp, x) else torch.exp(log_p)), at
+    p, m, log_s = softmax_parts(xp, x, axis)
+    return p, log_softmax_from_parts(xp, x, labels, axis, m, log_s)
+
+
+def log_softmax_at(xp, x, labels, axis):
+    """log softmax(x) along ``axis`` at the integer ``labels`` (PyTorch: its log_softmax kernel; elsewhere from
+    ``logsumexp_parts``, so NumPy needs only a chunk of scratch)."""
+    if array_api_compat.is_torch_namespace(xp):
+        import torch
+
+        return take_labels(xp, torch.log_softmax(x, axis), labels, axis)
+    return log_softmax_from_parts(xp, x, labels, axis, *logsumexp_parts(xp, x, axis))
+
+
+def log_softmax_from_parts(xp, x, labels, axis, m, log_s):
+    """log softmax(x) at the integer ``labels`` along ``axis`` from ``softmax_parts``'s m and log_s."""
+    return (take_labels(xp, x, labels, axis) - xp.squeeze(m, axis=axis)) - xp.squeeze(log_s, axis=axis)
+
+
+def _finite_max(xp, x, axis):
+    m = xp.max(x, axis=axis, keepdims=True)
+    return xp.where(xp.isfinite(m), m, xp.zeros_like(m))
+
+
+def _numpy_softmax_rows(x, axis, p):
+    """(m, log_s) of NumPy ``x`` along ``axis``, and softmax(x) written into ``p`` unless it is None.
+
+    Chunks of leading-axis rows of about ``SOFTMAX_CHUNK_BYTES``: max, subtract, exp, sum and divide run on a
+    chunk while it is in the cache, in ``p`` or in one chunk of scratch.
+    """
+    import numpy as np
+
+    axis = axis % x.ndim
+    n = x.shape[0]
+    rows = n if axis == 0 else max(1, SOFTMAX_CHUNK_BYTES // max(x.itemsize * (x.size // max(n, 1)), 1))
+    kept = tuple(1 if i == axis else d for i, d in enumerate(x.shape))
+    m, s = np.empty(kept, dtype=x.dtype), np.empty(kept, dtype=x.dtype)
+    out = p if p is not None else np.empty((min(rows, n),) + x.shape[1:], dtype=x.dtype)
+    with np.errstate(divide="ignore", invalid="ignore"):  # a row of only -inf: s = 0, p = 0 / 0 (NaN)
+        for start in range(0, n, rows):
+            xc, mc, sc = x[start:start + rows], m[start:start + rows], s[start:start + rows]
+            ec = out[start:start + rows] if p is not None else out[:xc.shape[0]]
+            np.max(xc, axis=axis, keepdims=True, out=mc)
+            mc[~np.isfinite(mc)] = 0
+            np.subtract(xc, mc, out=ec)
+            np.exp(ec, out=ec)
+            np.sum(ec, axis=axis, keepdims=True, out=sc)
+            if p is not None:
+                np.divide(ec, sc, out=ec)
+        return m, np.log(s)
+
+
+def scale_slices(xp, buffer, scale, axis):
+    """``buffer`` times ``scale`` (buffer's shape without ``axis``) along ``axis``; written into ``buffer`` (one the
+    loss allocated) wherever ``writes_in_place``."""
+    k = xp.astype(xp.expand_dims(scale, axis=axis), buffer.dtype)
+    if not writes_in_place(xp, buffer, scale):
+        return buffer * k
+    buffer *= k
+    return buffer
+
+
+def zero_slices(xp, buffer, keep, axis):
+    """``buffer`` with exactly 0 in the slices along ``axis`` where ``keep`` (buffer's shape without ``axis``) is
+    False, even where it holds NaN or inf; wherever ``writes_in_place`` only those slices are written."""
+    if not writes_in_place(xp, buffer, keep):
+        return xp.where(xp.expand_dims(keep, axis=axis), buffer, xp.zeros_like(buffer))
+    dropped = ~keep
+    if xp.any(dropped):  # PyTorch's masked write costs a pass over the buffer even when it writes nothing
+        xp.moveaxis(buffer, axis, -1)[dropped] = 0
+    return buffer
+
+
 def take_labels(xp, x, labels, axis):
     """Entries of ``x`` at integer ``labels`` along ``axis`` (labels have x's shape without that axis)."""
     index = xp.expand_dims(as_index(xp, labels), axis=axis)
@@ -381,3 +504,101 @@ def scatter_add_last(xp, buffer, index, values):
     hit = xp.expand_dims(index, axis=-1) == classes
     v = xp.expand_dims(values, axis=-1)
     return buffer + xp.sum(xp.where(hit, v, xp.zeros_like(v)), axis=-2)
+
+
+# --------------------------------------------------------------------------- hot elementwise losses: buffers they own
+
+CHUNK_ELEMENTS = 1 << 15  # rows of about this many elements: a formula's temporaries stay in the CPU cache
+
+
+def map_chunks(xp, fn, *arrays, out=None):
+    """``fn(*arrays)`` (an array or a tuple of arrays) for a ``fn`` that maps rows to rows (elementwise, or
+    reducing within a row), on NumPy evaluated in chunks of rows (first-axis entries) of about
+    ``CHUNK_ELEMENTS`` elements into fresh arrays.
+
+    Every temporary of the formula then lives in the cache: a chain of k operations costs one pass over
+    memory, not k. ``out`` (optional, one per result; None for a fresh one) are buffers the loss allocated
+    and no longer needs, written in place (one may be among ``arrays``: each chunk is read before it is
+    written). Arrays whose first axis is not the full one (scalars, per-class rows) go whole to every chunk.
+    Elsewhere it is ``fn(*arrays)``: PyTorch's cost per operation and its threads make small chunks slower.
+    """
+    if not array_api_compat.is_numpy_namespace(xp):
+        return fn(*arrays)
+    shape = tuple(xp.broadcast_shapes(*(tuple(a.shape) for a in arrays if hasattr(a, "shape"))))
+    size = math.prod(shape)
+    if not shape or size <= CHUNK_ELEMENTS:
+        return fn(*arrays)
+    rows, n = max(1, CHUNK_ELEMENTS // (size // shape[0])), shape[0]
+    sliced = [hasattr(a, "shape") and a.ndim == len(shape) and a.shape[0] == n for a in arrays]
+    results = None
+    for start in range(0, n, rows):
+        part = fn(*(a[start:start + rows] if s else a for a, s in zip(arrays, sliced)))
+        single = not isinstance(part, tuple)
+        part = (part,) if single else part
+        if results is None:
+            given = (out,) if single else (out or (None,) * len(part))
+            results = tuple(xp.empty((n, *p.shape[1:]), dtype=p.dtype, device=device_of(p)) if o is None else o
+                            for p, o in zip(part, given))
+        for buffer, p in zip(results, part):
+            buffer[start:start + rows] = p
+    return results[0] if single else results
+
+
+def writes_in_place(xp, *arrays):
+    """Whether a buffer the loss allocated may be written in place where it meets ``arrays``: always on NumPy;
+    on PyTorch unless autograd records it (a double backward), a ``torch.func`` transform wraps it, or
+    ``torch.compile`` traces it (which fuses the formula anyway); never on JAX, MLX or array-api-strict."""
+    if array_api_compat.is_numpy_namespace(xp):
+        return True
+    if not array_api_compat.is_torch_namespace(xp):
+        return False
+    import torch
+
+    tensors = [a for a in arrays if isinstance(a, torch.Tensor)]
+    if torch.compiler.is_compiling() or any(torch._C._functorch.is_functorch_wrapped_tensor(a) for a in tensors):
+        return False
+    return not (torch.is_grad_enabled() and any(a.requires_grad for a in tensors))
+
+
+def once(buffer, remake):
+    """A function that gives ``buffer`` on its first call and ``remake()`` on later ones.
+
+    A pullback that writes into its forward pass's buffer stays right when it runs again (PyTorch's
+    ``backward(retain_graph=True)`` twice): the second run gets a fresh buffer.
+    """
+    kept = [buffer]
+    return lambda: kept.pop() if kept else remake()
+
+
+def times_cotangent(xp, ct, buffer, factor=1.0):
+    """``factor * ct * buffer`` for a cotangent ``ct`` that broadcasts to ``buffer``'s shape.
+
+    ``buffer`` must be one the loss allocated and needs no more: NumPy and PyTorch scale it in place, in one
+    pass (a ``ct`` of one value, such as the broadcast 1/N of a mean, multiplies as a scalar); the others
+    return a new array. ``ct`` itself is never written.
+    """
+    if not (writes_in_place(xp, ct, buffer) and _broadcasts_to(xp, ct, buffer)):
+        return factor * ct * buffer
+    single = _single_value(xp, ct)
+    if single is not None:
+        buffer *= single * factor
+        return buffer
+    buffer *= ct
+    if factor != 1.0:
+        buffer *= factor
+    return buffer
+
+
+def _broadcasts_to(xp, ct, buffer):
+    shape = tuple(getattr(ct, "shape", ()))
+    return tuple(xp.broadcast_shapes(shape, tuple(buffer.shape))) == tuple(buffer.shape)
+
+
+def _single_value(xp, ct):
+    """``ct``'s one value (a Python number or a 0-d array) where every entry is the same memory, else None."""
+    if not hasattr(ct, "shape"):
+        return ct
+    strides = ct.strides if array_api_compat.is_numpy_namespace(xp) else ct.stride()
+    if math.prod(ct.shape) == 0 or any(strides):
+        return None
+    return ct[(0,) * ct.ndim]

@@ -22,6 +22,8 @@ def per_element(xp, w, loss_shape):
 def reduce(xp, loss, *, reduction, weight=None, where=None, axis=None, weighted_mean="weights", mean_weights=None):
     """(reduced loss, pullback from the reduced loss's cotangent to ``loss``'s cotangent).
 
+    The pullback takes an array of the reduced loss's shape, or a Python float (a constant cotangent).
+
     ``axis`` (a tuple of normalised axes or None for all) restricts "mean" and
     "sum" to those axes; "batchmean" divides the total by ``loss.shape[0]``.
     A weighted "mean" divides by the sum of the weights, or with
@@ -43,7 +45,7 @@ def reduce(xp, loss, *, reduction, weight=None, where=None, axis=None, weighted_
     scaled = loss if scale is None else loss * scale
 
     if reduction == "none":
-        return scaled, lambda ct: ct if scale is None else ct * scale
+        return scaled, lambda ct: _spread(xp, ct, scale, loss)
 
     axes = tuple(range(len(shape))) if axis is None or reduction == "batchmean" else axis
     total = xp.sum(scaled, axis=axes)
@@ -63,11 +65,23 @@ def reduce(xp, loss, *, reduction, weight=None, where=None, axis=None, weighted_
     def pullback(ct):
         if divisor is not None:
             ct = ct / divisor
-        ct = xp.reshape(ct, tuple(1 if i in axes else n for i, n in enumerate(shape)))
-        ct = ct if scale is None else ct * scale
-        return xp.broadcast_to(ct, shape)
+        if not isinstance(ct, float):
+            ct = xp.reshape(ct, tuple(1 if i in axes else n for i, n in enumerate(shape)))
+        return _spread(xp, ct, scale, loss)
 
     return out, pullback
+
+
+def _spread(xp, ct, scale, loss):
+    """The cotangent of ``loss``: ``ct`` (broadcastable to it, or a Python float) times ``scale``, in its shape.
+
+    A float cotangent (``value_and_grad``'s 1.0, divided by a mean's count) becomes one filled array, which is
+    cheaper than reshaping and broadcasting a 0-d one.
+    """
+    ct = ct if scale is None else ct * scale
+    if isinstance(ct, float):
+        return xp.full_like(loss, ct)
+    return ct if tuple(ct.shape) == tuple(loss.shape) else xp.broadcast_to(ct, tuple(loss.shape))
 
 
 def _count(xp, scale, shape, axes):

@@ -16,6 +16,18 @@ def _shape(x) -> tuple:
     return tuple(int(d) if d is not None else None for d in x.shape)
 
 
+_KINDS: dict = {}  # (namespace, dtype, kind) -> whether dtype is of kind; some namespaces' isdtype is slow
+
+
+def _isdtype(xp, dtype, kind) -> bool:
+    """``xp.isdtype(dtype, kind)``, remembered per namespace, dtype and kind."""
+    key = (xp, dtype, kind)
+    answer = _KINDS.get(key)
+    if answer is None:
+        answer = _KINDS[key] = xp.isdtype(dtype, kind)
+    return answer
+
+
 # --------------------------------------------------------------------------
 # names, options and configuration
 
@@ -170,12 +182,12 @@ def bind_arguments(loss: str, names: Sequence[str], args: tuple, kwargs: dict,
 
 
 def check_floating(name: str, x, xp) -> None:
-    if not xp.isdtype(x.dtype, "real floating"):
+    if not _isdtype(xp, x.dtype, "real floating"):
         raise TypeError(f"`{name}` must be a real floating-point array; got dtype {x.dtype}.")
 
 
 def check_same_shape(name_a: str, a, name_b: str, b) -> None:
-    if _shape(a) != _shape(b):
+    if a.shape != b.shape and _shape(a) != _shape(b):
         raise ValueError(
             f"`{name_a}` and `{name_b}` must have the same shape; got {_shape(a)} and {_shape(b)}."
         )
@@ -244,7 +256,7 @@ def check_value_range(name: str, x, xp, *, low=None, high=None, low_open=False, 
 
 def check_labels(name: str, labels, xp, num_classes: int, *, ignore_index=None, concrete: bool = True) -> None:
     """Integer class indices in [0, num_classes) (or ``ignore_index``); the range only on concrete arrays."""
-    if not xp.isdtype(labels.dtype, "integral"):
+    if not _isdtype(xp, labels.dtype, "integral"):
         raise TypeError(f"`{name}` must hold integer class indices; got dtype {labels.dtype}.")
     if not concrete:
         return
@@ -309,7 +321,7 @@ def check_bool(name: str, value) -> None:
 
 def check_real_or_integral(name: str, x, xp) -> None:
     """Floating, integer or boolean (labels that are cast to the input's dtype)."""
-    if not xp.isdtype(x.dtype, ("real floating", "integral", "bool")):
+    if not _isdtype(xp, x.dtype, ("real floating", "integral", "bool")):
         raise TypeError(f"`{name}` must be a real, integer or boolean array; got dtype {x.dtype}.")
 
 
@@ -318,12 +330,12 @@ def _first(xp, x, bad):
     flat = xp.reshape(x, (-1,))
     i = int(xp.argmax(xp.astype(xp.reshape(bad, (-1,)), xp.int32)))
     v = flat[i]
-    return int(v) if xp.isdtype(x.dtype, "integral") else float(v)
+    return int(v) if _isdtype(xp, x.dtype, "integral") else float(v)
 
 
 def check_binary_labels(name: str, x, xp) -> None:
     """Concrete labels that are exactly 0 or 1 (call only on concrete arrays)."""
-    if xp.isdtype(x.dtype, "bool"):
+    if _isdtype(xp, x.dtype, "bool"):
         return
     bad = (x != 0) & (x != 1)
     if bool(xp.any(bad)):
@@ -358,10 +370,10 @@ def check_class_targets(name: str, target, input_name: str, x, xp) -> bool:
 
     Returns True for indices; the index range is left to ``check_labels``.
     """
-    if xp.isdtype(target.dtype, "integral"):
+    if _isdtype(xp, target.dtype, "integral"):
         check_shape(name, target, _shape(x)[:-1], f"integer class indices: the shape of `{input_name}` without its class axis")
         return True
-    if not xp.isdtype(target.dtype, "real floating"):
+    if not _isdtype(xp, target.dtype, "real floating"):
         raise TypeError(f"`{name}` must hold integer class indices or floating per-class values "
                         f"(one-hot or probabilities); got dtype {target.dtype}.")
     if _shape(target) != _shape(x):
@@ -372,7 +384,7 @@ def check_class_targets(name: str, target, input_name: str, x, xp) -> bool:
 
 def check_label_lists(name: str, labels, xp, num_classes: int, *, concrete: bool = True) -> None:
     """Rows of integer class indices in [0, num_classes) where -1 ends a row's list (the range only when concrete)."""
-    if not xp.isdtype(labels.dtype, "integral"):
+    if not _isdtype(xp, labels.dtype, "integral"):
         raise TypeError(f"`{name}` must hold integer class indices; got dtype {labels.dtype}.")
     if not concrete:
         return
@@ -396,7 +408,7 @@ def check_option_order(low_name: str, low, high_name: str, high) -> None:
 
 def check_class_target_dtype(name: str, x, xp, *, probabilities: bool) -> None:
     """Integer class indices (or, where ``probabilities``, floating class probabilities)."""
-    if xp.isdtype(x.dtype, "integral") or (probabilities and xp.isdtype(x.dtype, "real floating")):
+    if _isdtype(xp, x.dtype, "integral") or (probabilities and _isdtype(xp, x.dtype, "real floating")):
         return
     what = "integer class indices or floating class probabilities" if probabilities else "integer class indices"
     raise TypeError(f"`{name}` must hold {what}; got dtype {x.dtype}.")
@@ -472,7 +484,7 @@ def distance_taken(name: str, builtin: bool) -> ValueError:
 
 def check_sign_targets(name: str, x, xp, concrete: bool) -> None:
     """Real or integer targets holding -1 or 1 (the values only on concrete arrays)."""
-    if not xp.isdtype(x.dtype, ("real floating", "integral")):
+    if not _isdtype(xp, x.dtype, ("real floating", "integral")):
         raise TypeError(f"`{name}` must be a real or integer array of -1 and 1; got dtype {x.dtype}.")
     if concrete:
         bad = (x != -1) & (x != 1)
@@ -485,7 +497,7 @@ def check_sign_targets(name: str, x, xp, concrete: bool) -> None:
 
 
 def check_bool_array(name: str, x, xp) -> None:
-    if not xp.isdtype(x.dtype, "bool"):
+    if not _isdtype(xp, x.dtype, "bool"):
         raise TypeError(f"`{name}` must be a boolean array; got dtype {x.dtype}.")
 
 
@@ -521,7 +533,7 @@ def check_bin_targets(name: str, x, xp, n_bins: int) -> None:
 
 
 def check_integer_array(name: str, x, xp, what: str) -> None:
-    if not xp.isdtype(x.dtype, "integral"):
+    if not _isdtype(xp, x.dtype, "integral"):
         raise TypeError(f"`{name}` must be an integer array ({what}); got dtype {x.dtype}.")
 
 
@@ -1000,3 +1012,14 @@ def not_a_json_object(data) -> str:
 
 def setting_not_a_string(key: str, value) -> str:
     return f"`{key}` must be a string, got {value!r} ({type(value).__name__})."
+
+
+# --------------------------------------------------------------------------
+# linear_cross_entropy
+
+
+def check_in_features(name_x: str, x, name_w: str, w) -> None:
+    """``x`` (..., H) and a linear layer's ``w`` (C, H) share the feature size H on their last axes."""
+    if x.shape[-1] != w.shape[-1]:
+        raise ValueError(f"`{name_x}` and `{name_w}` must have the same number of features (last axis); got "
+                         f"{x.shape[-1]} (shape {_shape(x)}) and {w.shape[-1]} (shape {_shape(w)}).")

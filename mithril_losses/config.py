@@ -8,7 +8,12 @@ input arrays, and NumPy for plain Python/NumPy input.
 
 The config file is ``$MITHRIL_LOSSES_CONFIG`` or
 ``$XDG_CONFIG_HOME/mithril_losses/config.json`` (``~/.config/...``), a JSON
-object with the optional keys ``"backend"`` and ``"device"``.
+object with the optional keys ``"backend"`` and ``"device"``. Loss calls
+look at the file when they first need it and again whenever the environment
+variables that place it change; ``get_backend()``, ``read_config_file()`` and
+``set_backend()`` look at it anew, so an edit made while the process runs is
+seen by the calls after one of them. (A loss call reads no file: it costs no
+``stat``.)
 """
 
 from __future__ import annotations
@@ -44,8 +49,17 @@ _global: Choice | None = None
 
 
 def config_path() -> Path:
+    return _path_for(*_location())
+
+
+def _location() -> tuple:
+    """The environment variables that place the config file, as they are now: (explicit, xdg, home)."""
     env = os.environ
-    return _path_for(env.get(ENV_CONFIG), env.get("XDG_CONFIG_HOME"), env.get("HOME"))
+    explicit = env.get(ENV_CONFIG)
+    if explicit:
+        return explicit, None, None
+    xdg = env.get("XDG_CONFIG_HOME")
+    return None, xdg, None if xdg else env.get("HOME")
 
 
 @functools.lru_cache(maxsize=16)
@@ -55,28 +69,56 @@ def _path_for(explicit, xdg, home) -> Path:
     return Path(xdg or Path.home() / ".config") / "mithril_losses" / "config.json"
 
 
+# path -> (stamp, settings, the Choice they make); the stamp is the file's (mtime, size, inode)
 _file_cache: dict = {}
+_INFERRED = "inferred from the inputs"
+_NO_FILE = (None, {}, Choice(None, None, _INFERRED))
+# (location, cache entry) of the last look at the config file; the call path reuses it for that location
+_looked: tuple = (None, None)
 
 
 def read_config_file(path: Path | None = None) -> dict:
     """The config file's settings ({} when there is none); malformed files raise, naming the file.
 
     A file named by ``$MITHRIL_LOSSES_CONFIG`` must exist. Contents are cached
-    per path and modification time, so the call path pays one ``stat``.
+    per path and modification time (with size and inode); the file is looked
+    at anew on every call, and the default file's settings are what loss calls
+    use from then on.
     """
-    explicit = path is not None or bool(os.environ.get(ENV_CONFIG))
-    path = config_path() if path is None else Path(path)
+    if path is None:
+        return _look(_location())[1][1]
+    return _read(Path(path), True)[1]
+
+
+def _look(location: tuple) -> tuple:
+    """Look at the config file that ``location`` places, and remember what was found for the call path."""
+    global _looked
+    looked = (location, _read(_path_for(*location), bool(location[0])))
+    _looked = looked
+    return looked
+
+
+def _forget_file() -> None:
+    """The next call that needs the config file looks at it anew."""
+    global _looked
+    _looked = (None, None)
+
+
+def _read(path: Path, explicit: bool) -> tuple:
+    """The cache entry of the file at ``path``: (stamp, settings, Choice)."""
     try:
-        stamp = path.stat().st_mtime_ns
+        info = os.stat(path)
     except OSError:
         if explicit:
             raise _validation.bad_config(str(path), _validation.missing_config_file()) from None
-        return {}
+        return _NO_FILE
+    stamp = (info.st_mtime_ns, info.st_size, info.st_ino)
     cached = _file_cache.get(path)
-    if cached is not None and cached[0] == stamp:
-        return cached[1]
-    _file_cache[path] = (stamp, _parse_config_file(path))
-    return _file_cache[path][1]
+    if cached is None or cached[0] != stamp:
+        settings = _parse_config_file(path)
+        source = str(path) if "backend" in settings else _INFERRED
+        cached = _file_cache[path] = (stamp, settings, _choice(settings.get("backend"), settings.get("device"), source))
+    return cached
 
 
 def _parse_config_file(path: Path) -> dict:
@@ -111,6 +153,7 @@ def set_backend(backend: str | None, *, device: str | None = None) -> None:
     """Process-wide default backend (None clears it, back to env/file/inference)."""
     global _global
     _global = None if backend is None else _choice(backend, device, "set_backend()")
+    _forget_file()
 
 
 @contextlib.contextmanager
@@ -127,22 +170,35 @@ def configured(backend: str | None = None, device: str | None = None) -> Choice:
     """The configured choice by precedence; ``backend=None`` in the result means infer."""
     if backend is not None:
         return _choice(backend, device, "backend= argument")
-    for choice in (_context.get(), _global):
-        if choice is not None:
-            return choice if device is None else Choice(choice.backend, str(device), choice.source)
-    if os.environ.get(ENV_BACKEND):
-        try:
-            canonical(os.environ[ENV_BACKEND])
-        except KeyError as err:
-            raise _validation.from_source(err, f"${ENV_BACKEND}") from None
-        return _choice(os.environ[ENV_BACKEND], device or os.environ.get(ENV_DEVICE) or None,
-                       f"${ENV_BACKEND}")
-    settings = read_config_file()
-    if "backend" in settings:
-        return _choice(settings["backend"], device or settings.get("device"), str(config_path()))
-    return Choice(None, device or settings.get("device"), "inferred from the inputs")
+    choice = _context.get() or _global
+    if choice is None:
+        choice = _from_environment()
+    return choice if device is None else Choice(choice.backend, str(device), choice.source)
+
+
+def _from_environment() -> Choice:
+    """The choice of ``$MITHRIL_LOSSES_BACKEND`` (and ``$MITHRIL_LOSSES_DEVICE``), else of the config file."""
+    env = os.environ
+    name = env.get(ENV_BACKEND)
+    if name:
+        return _environment_choice(name, env.get(ENV_DEVICE) or None)
+    location = _location()
+    looked = _looked
+    if looked[0] != location:
+        looked = _look(location)
+    return looked[1][2]
+
+
+@functools.lru_cache(maxsize=16)
+def _environment_choice(name: str, device: str | None) -> Choice:
+    try:
+        canonical(name)
+    except KeyError as err:
+        raise _validation.from_source(err, f"${ENV_BACKEND}") from None
+    return _choice(name, device, f"${ENV_BACKEND}")
 
 
 def get_backend() -> str | None:
-    """Name of the configured backend, or None when it is inferred from the inputs."""
+    """Name of the configured backend, or None when it is inferred from the inputs (the config file looked at anew)."""
+    _forget_file()
     return configured().backend

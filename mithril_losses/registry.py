@@ -239,15 +239,27 @@ def _registered() -> list[LossSpec]:
         return list(_SPECS.values())
 
 
-def get(name: str, **options):
-    """A configured loss by canonical name or alias; unknown names raise KeyError with the closest names."""
+def get(name: str, *, compile=False, **options):  # noqa: A002  (the mlo.compile it stands for)
+    """A configured loss by canonical name or alias; unknown names raise KeyError with the closest names.
+
+    ``compile=True`` (or a dict of compiler options) gives ``mlo.compile(loss, **those options)``.
+    """
+    from ._compiled import bad_compile_option
+    from ._compiled import compile as compiled
     from ._loss import Loss
 
-    return Loss(spec(name), **options)
+    loss = Loss(spec(name), **options)
+    if compile is False:
+        return loss
+    if compile is True or (isinstance(compile, dict) and all(isinstance(k, str) for k in compile)):
+        return compiled(loss, **({} if compile is True else compile))
+    raise bad_compile_option(compile)
 
 
 def from_config(config: dict):
     """Rebuild a loss from ``Loss.to_config()``, or an objective from its (nested) config tagged ``"composite"``.
+
+    A loss config's ``"compile"`` (true, or a dict of compiler options) gives a compiled loss, as ``get`` does.
 
     Only registered names and options, and the composite kinds of ``mithril_losses.compose``, are accepted.
     """

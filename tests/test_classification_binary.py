@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 import mithril_losses as mlo
+from mithril_losses import _numerics
 
 torch = pytest.importorskip("torch")
 F = torch.nn.functional
@@ -629,3 +630,62 @@ def test_integer_input_rejected(name):
     a = make(name, np.random.default_rng(18))
     with pytest.raises(TypeError, match=r"`input` must be a real floating-point array"):
         mlo.get(name)(**{**a, "input": a["input"].astype(np.int64)})
+
+
+# --------------------------------------------------------------------------
+# the fused paths in NumPy row chunks (chunks of one or two rows, the last one short)
+
+
+@pytest.fixture
+def small_chunks(monkeypatch):
+    monkeypatch.setattr(_numerics, "CHUNK_ELEMENTS", 7)
+
+
+def _read_only(arrays):
+    for a in arrays.values():
+        a.setflags(write=False)
+    return arrays
+
+
+@pytest.mark.parametrize("shape", [(7, 3), (5, 3, 2)], ids=["2d", "3d"])
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("pos", [False, True])
+def test_bce_with_logits_in_row_chunks_matches_torch(shape, reduction, pos, small_chunks):
+    rng = np.random.default_rng(31)
+    arrays = {"input": rng.normal(0.0, 4.0, shape), "target": rng.uniform(0.0, 1.0, shape)}
+    if pos:  # whole to every chunk: (C,) for (N, C), (C, 1) for (N, C, L)
+        arrays["pos_weight"] = rng.uniform(0.2, 4.0, (shape[1], 1) if len(shape) == 3 else shape[-1:])
+    _compare_torch("binary_cross_entropy_with_logits", _read_only(arrays), ("input", "target"),
+                   lambda input, target, pos_weight=None: F.binary_cross_entropy_with_logits(
+                       input, target, pos_weight=pos_weight, reduction=reduction), reduction)
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("soft", [False, True])
+def test_focal_in_row_chunks_matches_torchvision(reduction, soft, small_chunks):
+    rng = np.random.default_rng(32)
+    shape = (7, 3)
+    t = rng.uniform(0, 1, shape) if soft else rng.integers(0, 2, shape).astype(float)
+    arrays = _read_only({"input": rng.normal(0, 3, shape), "target": t})
+
+    def fn(input, target):
+        out = torchvision_sigmoid_focal_loss(input, target, alpha=0.25, gamma=2.0)
+        return {"none": out, "mean": out.mean(), "sum": out.sum()}[reduction]
+
+    _compare_torch("focal", arrays, ("input",), fn, reduction)
+
+
+@pytest.mark.parametrize("name", ["binary_cross_entropy_with_logits", "focal"])
+def test_torch_backward_twice(name):
+    """The pullback scales its forward buffers in place: a second backward (retain_graph) is still right."""
+    rng = np.random.default_rng(33)
+    x = tt(rng.normal(0, 3, (4, 3)), grad=True)
+    t = tt(rng.integers(0, 2, (4, 3)).astype(float))
+    out = mlo.get(name)(x, t)
+    (first,) = torch.autograd.grad(out, x, retain_graph=True)
+    (second,) = torch.autograd.grad(out, x)
+    close(second.numpy(), first.numpy(), rtol=0, atol=0)
+    ref = F.binary_cross_entropy_with_logits if name != "focal" else \
+        lambda a, b: torchvision_sigmoid_focal_loss(a, b).mean()
+    (expected,) = torch.autograd.grad(ref(x, t), x)
+    close(first.numpy(), expected.numpy())

@@ -818,3 +818,28 @@ def test_value_checks_are_skipped_under_tracing():
     assert out.shape == ()
     with pytest.raises(ValueError, match="`q` must be probabilities"):
         mlo.get("js_divergence")(p, jax.numpy.asarray([[-0.5, 1.5]]))
+
+
+@pytest.mark.parametrize("log_target", [False, True])
+def test_kl_div_fused_path_leaves_read_only_inputs_and_cotangent(log_target):
+    """The pullback scales buffers of its own in place: inputs and the cotangent stay as they were."""
+    rng = np.random.default_rng(7)
+    x, p = np.log(_dist(rng, (5, 3), floor=0.05)), _dist(rng, (5, 3), floor=0.05)
+    t = np.log(p) if log_target else p
+    ct = rng.normal(size=(5, 3))
+    arrays = (x, t, ct)
+    copies = [a.copy() for a in arrays]
+    for a in arrays:
+        a.setflags(write=False)
+    loss = mlo.get("kl_div", reduction="none", log_target=log_target)
+    grads = loss.vjp(ct, x, t)
+    _, mean_grads = mlo.get("kl_div", log_target=log_target).value_and_grad(x, t)
+    d_input, d_target = -p, (np.log(p) + 1.0 - x) * (p if log_target else 1.0)  # d/dt of p log p - p x
+    close(grads["input"], ct * d_input)
+    close(grads["target"], ct * d_target)
+    close(mean_grads["input"], d_input / p.size)
+    close(mean_grads["target"], d_target / p.size)
+    for g in (*grads.values(), *mean_grads.values()):
+        assert not any(np.shares_memory(g, a) for a in arrays)
+    for a, c in zip(arrays, copies):
+        np.testing.assert_array_equal(a, c)

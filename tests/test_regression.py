@@ -894,3 +894,74 @@ def test_inputs_not_modified(case):
         close(value, out)
     for k, v in arrays.items():
         np.testing.assert_array_equal(v, copies[k])
+
+
+# --------------------------------------------------------------------------
+# the hot losses' fused paths: buffers written in place
+
+HOT = [("mse", {}), ("l1", {}), ("huber", {"delta": 0.5}), ("smooth_l1", {"beta": 0.7}), ("smooth_l1", {"beta": 0.0})]
+HOT_IDS = [f"{n}-{'-'.join(f'{k}{v}' for k, v in o.items()) or 'default'}" for n, o in HOT]
+
+
+@pytest.mark.parametrize("shape", [(7, 3), (5, 2, 3)], ids=["2d", "3d"])
+@pytest.mark.parametrize("case", HOT, ids=HOT_IDS)
+def test_fused_path_matches_the_reference_and_touches_neither_inputs_nor_cotangent(case, shape):
+    name, options = case
+    rng = np.random.default_rng(21)
+    y = rng.normal(size=shape)
+    x = _away(rng, -3.0, 3.0, shape, kinks=(0.0, 0.5, -0.5, 0.7, -0.7)) + y
+    ref = REFS[name](x, y, **options)
+    ct = rng.normal(size=shape)
+    arrays = (x, y, ct)
+    copies = [a.copy() for a in arrays]
+    for a in arrays:
+        a.setflags(write=False)
+
+    def f(a):
+        return float(np.sum(ct * REFS[name](a["input"], a["target"], **options)))
+
+    expected = {k: numeric_grad(f, {"input": x, "target": y}, k) for k in ("input", "target")}
+    loss = mlo.get(name, reduction="none", **options)
+    value, grads = loss(x, y), loss.vjp(ct, x, y)
+    close(value, ref)
+    mean, mean_grads = mlo.get(name, **options).value_and_grad(x, y)
+    uniform = np.broadcast_to(np.float64(2.5), shape)  # one value in every entry: a read-only, strided view
+    uniform_grads = loss.vjp(uniform, x, y)
+    close(mean, ref.mean())
+    for k in ("input", "target"):
+        close(grads[k], expected[k], rtol=1e-7, atol=1e-7)
+        close(mean_grads[k], grads[k] / ct / ref.size, rtol=1e-10, atol=1e-12)
+        close(uniform_grads[k], grads[k] / ct * 2.5, rtol=1e-10, atol=1e-12)
+        for g in (grads[k], mean_grads[k], uniform_grads[k]):
+            assert not any(np.shares_memory(g, a) for a in (*arrays, uniform, value))
+    for a, c in zip(arrays, copies):
+        np.testing.assert_array_equal(a, c)
+
+
+@needs_torch
+@pytest.mark.parametrize("case", HOT, ids=HOT_IDS)
+def test_torch_backward_twice_and_transforms(case):
+    """The pullback writes into its forward buffer: a second backward (retain_graph) and torch.func transforms
+    still get PyTorch's gradients."""
+    name, options = case
+    fn = {"mse": F.mse_loss, "l1": F.l1_loss, "huber": F.huber_loss, "smooth_l1": F.smooth_l1_loss}[name]
+    rng = np.random.default_rng(22)
+    y = rng.normal(size=(6, 4))
+    x = _away(rng, -3.0, 3.0, (6, 4), kinks=(0.0, 0.5, -0.5, 0.7, -0.7)) + y
+    loss = mlo.get(name, **options)
+    ours = [torch.tensor(a, requires_grad=True) for a in (x, y)]
+    theirs = [torch.tensor(a, requires_grad=True) for a in (x, y)]
+    out, ref = loss(*ours), fn(*theirs, **options)
+    for _ in range(2):
+        out.backward(retain_graph=True)
+        ref.backward(retain_graph=True)
+        for a, b in zip(ours, theirs):
+            close(a.grad.numpy(), b.grad.numpy(), rtol=1e-13, atol=1e-15)
+    tx, ty = (torch.tensor(a) for a in (x, y))
+    transforms = [lambda f: torch.func.grad(f, argnums=(0, 1))]
+    if not (name == "l1" or options.get("beta") == 0.0):  # array-api-compat's sign indexes with a mask: no vmap
+        transforms.append(lambda f: torch.func.vmap(torch.func.grad(f, argnums=(0, 1))))  # per row
+    for transform in transforms:
+        expected = transform(lambda a, b: fn(a, b, **options))(tx, ty)
+        for a, b in zip(transform(loss)(tx, ty), expected):
+            close(a.numpy(), b.numpy(), rtol=1e-13, atol=1e-15)

@@ -22,6 +22,7 @@ BACKENDS = {
 }
 _ALIASES = {"np": "numpy", "pytorch": "torch", "strict": "array_api_strict", "array-api-strict": "array_api_strict"}
 _ADAPTERS: dict[str, Adapter] = {}
+_LIBRARY_OF_TYPE: dict[type, str | None] = {}
 
 
 def canonical(name: str) -> str:
@@ -33,6 +34,9 @@ def canonical(name: str) -> str:
 
 def get_adapter(name: str) -> Adapter:
     """The adapter of backend `name`, importing its framework on first use."""
+    adapter = _ADAPTERS.get(name)  # a canonical name, of a backend in use already
+    if adapter is not None:
+        return adapter
     key = canonical(name)
     adapter = _ADAPTERS.get(key)
     if adapter is None:
@@ -48,11 +52,15 @@ def get_adapter(name: str) -> Adapter:
 
 def library_of(x) -> str | None:
     """Backend name owning array `x` (without importing any framework), or None."""
-    top = type(x).__module__.partition(".")[0]
-    for key, (_, _, owners) in BACKENDS.items():
-        if top in owners:
-            return key
-    return None
+    kind = type(x)
+    try:
+        return _LIBRARY_OF_TYPE[kind]
+    except KeyError:
+        pass
+    top = kind.__module__.partition(".")[0]
+    library = next((key for key, (_, _, owners) in BACKENDS.items() if top in owners), None)
+    _LIBRARY_OF_TYPE[kind] = library
+    return library
 
 
 def installed() -> list[str]:

@@ -23,13 +23,30 @@ def _pair(g):
     return {"input": g, "target": -g}
 
 
+def _residual_fused(xp, input, target, value_and_slope, factor=1.0):
+    """(l(r), pullback) of an elementwise l(r), r = input - target, from ``value_and_slope(r)`` = (l, s) with
+    dl/dr = factor * s (s a fresh array, or r itself).
+
+    The forward pass gives l and s; the pullback scales s into the input's gradient, in place where the
+    backend allows (``_numerics.times_cotangent``), and negates it into a fresh array for the target's. (These
+    formulas are a few cheap operations: NumPy row chunks, ``_numerics.map_chunks``, would cost more here
+    than the memory passes they save.)
+    """
+    value, slope = value_and_slope(input - target)
+    take_slope = _numerics.once(slope, lambda: value_and_slope(input - target)[1])
+    return value, lambda ct: _pair(_numerics.times_cotangent(xp, ct, take_slope(), factor))
+
+
 # --------------------------------------------------------------------------- mse
+
+
+def _square(r):
+    return r * r
 
 
 def mse_value(xp, input, target):
     """(x - y)^2."""
-    r = input - target
-    return r * r
+    return _square(input - target)
 
 
 def mse_vjp(xp, cotangent, input, target):
@@ -37,8 +54,7 @@ def mse_vjp(xp, cotangent, input, target):
 
 
 def mse_fused(xp, input, target):
-    r = input - target
-    return r * r, lambda ct: _pair(2.0 * ct * r)
+    return _residual_fused(xp, input, target, lambda r: (_square(r), r), factor=2.0)
 
 
 def _torch_ref(fname):
@@ -76,8 +92,7 @@ def l1_vjp(xp, cotangent, input, target):
 
 
 def l1_fused(xp, input, target):
-    r = input - target
-    return xp.abs(r), lambda ct: _pair(ct * xp.sign(r))
+    return _residual_fused(xp, input, target, lambda r: (xp.abs(r), xp.sign(r)))
 
 
 register(LossSpec(
@@ -96,22 +111,23 @@ register(LossSpec(
 # --------------------------------------------------------------------------- huber
 
 
+def _huber_terms(xp, r, delta):
+    """(l, dl/dr) = (c (r - c / 2), c) with c = clip(r, -delta, delta): one formula for both pieces, no branch."""
+    c = xp.clip(r, min=-delta, max=delta)
+    return c * (r - 0.5 * c), c
+
+
 def huber_value(xp, input, target, *, delta):
     """0.5 r^2 for |r| <= delta, else delta (|r| - delta / 2)."""
-    a = xp.abs(input - target)
-    m = xp.minimum(a, delta)  # one formula for both pieces, no branch
-    return m * (a - 0.5 * m)
+    return _huber_terms(xp, input - target, delta)[0]
 
 
 def huber_vjp(xp, cotangent, input, target, *, delta):
-    return _pair(cotangent * xp.clip(input - target, min=-delta, max=delta))
+    return _pair(cotangent * _huber_terms(xp, input - target, delta)[1])
 
 
 def huber_fused(xp, input, target, *, delta):
-    r = input - target
-    a = xp.abs(r)
-    m = xp.minimum(a, delta)
-    return m * (a - 0.5 * m), lambda ct: _pair(ct * xp.clip(r, min=-delta, max=delta))
+    return _residual_fused(xp, input, target, lambda r: _huber_terms(xp, r, delta))
 
 
 def _optax_huber(optax, inputs, options, reduction, weight=None):
@@ -136,25 +152,33 @@ register(LossSpec(
 # --------------------------------------------------------------------------- smooth_l1
 
 
+def _smooth_l1_terms(xp, r, beta):
+    """(l, dl/dr) = (s (r - c / 2), s), s = c / beta, c = clip(r, -beta, beta): Huber's with delta = beta over
+    beta; |r| and sign(r) for beta = 0."""
+    if beta == 0:
+        return xp.abs(r), xp.sign(r)
+    c = xp.clip(r, min=-beta, max=beta)
+    s = c / beta
+    return s * (r - 0.5 * c), s
+
+
 def smooth_l1_value(xp, input, target, *, beta):
     """0.5 r^2 / beta for |r| < beta, else |r| - beta / 2; beta = 0 is exactly L1."""
-    a = xp.abs(input - target)
-    if beta == 0:
-        return a
-    m = xp.minimum(a, beta)
-    return m * (a - 0.5 * m) / beta
+    return _smooth_l1_terms(xp, input - target, beta)[0]
 
 
 def smooth_l1_vjp(xp, cotangent, input, target, *, beta):
-    r = input - target
-    slope = xp.sign(r) if beta == 0 else xp.clip(r / beta, min=-1.0, max=1.0)
-    return _pair(cotangent * slope)
+    return _pair(cotangent * _smooth_l1_terms(xp, input - target, beta)[1])
+
+
+def smooth_l1_fused(xp, input, target, *, beta):
+    return _residual_fused(xp, input, target, lambda r: _smooth_l1_terms(xp, r, beta))
 
 
 register(LossSpec(
     name="smooth_l1", family=FAMILY, summary="Smooth L1 (Huber divided by beta); beta = 0 is L1.",
     inputs=("input", "target"), differentiable=("input", "target"),
-    value=smooth_l1_value, vjp=smooth_l1_vjp,
+    value=smooth_l1_value, vjp=smooth_l1_vjp, fused=smooth_l1_fused,
     options=(Option("beta", 1.0, "Residual where the loss turns linear (>= 0; 0 gives L1).", number(low=0)),),
     formula=r"\ell = \tfrac{1}{2\beta} r^2\ (|r|<\beta),\quad |r| - \tfrac12\beta\ \text{otherwise}",
     gradient=r"\partial\ell/\partial x = \operatorname{clip}(r/\beta, -1, 1)\ (\operatorname{sign}(r)\ \text{for}\ \beta=0)",

@@ -1,3 +1,3 @@
 """Classification losses; one module per kind, all of the "classification" family."""
 
-from . import binary, margin, metrics, softmax  # noqa: F401
+from . import binary, linear, margin, metrics, softmax  # noqa: F401

@@ -108,13 +108,12 @@ def _bce_logits_parts(xp, input, target, pos_weight):
     return (1.0 - target) * sp_pos + pt * sp_neg, sp_pos, sp_neg, sig, sig_neg, pt
 
 
-def _bce_logits_grads(xp, ct, input, target, pos_weight, sp_pos, sp_neg, sig, sig_neg, pt):
+def _bce_logits_slopes(xp, input, target, pos_weight, sp_pos, sp_neg, sig, sig_neg, pt):
     # l = (1 - t) sp(x) + p t sp(-x), p = pos_weight (1 if None):
     # dl/dx = (1 - t) s(x) - p t s(-x)  (= s(x) - t for p = 1, without its cancellation at large |x|);
     # dl/dt = -sp(x) + p sp(-x)  (= -x for p = 1)
     d_input = (1.0 - target) * sig - pt * sig_neg
-    d_target = -input if pos_weight is None else pos_weight * sp_neg - sp_pos
-    return {"input": ct * d_input, "target": ct * d_target}
+    return d_input, -input if pos_weight is None else pos_weight * sp_neg - sp_pos
 
 
 def bce_with_logits_value(xp, input, target, pos_weight=None):
@@ -124,12 +123,26 @@ def bce_with_logits_value(xp, input, target, pos_weight=None):
 
 def bce_with_logits_vjp(xp, cotangent, input, target, pos_weight=None):
     _, *parts = _bce_logits_parts(xp, input, target, pos_weight)
-    return _bce_logits_grads(xp, cotangent, input, target, pos_weight, *parts)
+    d_input, d_target = _bce_logits_slopes(xp, input, target, pos_weight, *parts)
+    return {"input": cotangent * d_input, "target": cotangent * d_target}
 
 
 def bce_with_logits_fused(xp, input, target, pos_weight=None):
-    value, *parts = _bce_logits_parts(xp, input, target, pos_weight)
-    return value, lambda ct: _bce_logits_grads(xp, ct, input, target, pos_weight, *parts)
+    # one pass forward gives the value and both slopes; the pullback scales the slopes in place
+    def forward(x, t, p=None):
+        value, *parts = _bce_logits_parts(xp, x, t, p)
+        return (value, *_bce_logits_slopes(xp, x, t, p, *parts))
+
+    arrays = (input, target) if pos_weight is None else (input, target, pos_weight)
+    value, *slopes = _numerics.map_chunks(xp, forward, *arrays)
+    take_slopes = _numerics.once(slopes, lambda: forward(*arrays)[1:])
+
+    def pullback(ct):
+        d_input, d_target = take_slopes()
+        return {"input": _numerics.times_cotangent(xp, ct, d_input),
+                "target": _numerics.times_cotangent(xp, ct, d_target)}
+
+    return value, pullback
 
 
 def _check_pos_weight(xp, inputs, options, concrete):
@@ -198,14 +211,14 @@ def _focal_parts(xp, input, target, gamma, alpha):
     return scale * ce * focal, (sp_pos, sp_neg, sig, sig_neg, ce, log_q, focal, scale)
 
 
-def _focal_grad(xp, ct, target, gamma, parts):
+def _focal_slope(xp, target, gamma, parts):
     # l = a_t ce q^g with dce/dx = s(x) - t and dq/dx = (1 - 2t) s(x) s(-x):
     # dl/dx = a_t [(s(x) - t) q^g + g (1 - 2t) ce q^g s(x) s(-x) / q], the last ratio in log space (it is <= 1);
     # s(x) - t = (1 - t) s(x) - t s(-x) keeps its few significant digits where s(x) rounds to 1
     sp_pos, sp_neg, sig, sig_neg, ce, log_q, focal, scale = parts
     ratio = xp.exp(gamma * log_q - log_q - sp_pos - sp_neg)
     dce = (1.0 - target) * sig - target * sig_neg
-    return {"input": ct * scale * (dce * focal + gamma * (1.0 - 2.0 * target) * ce * ratio)}
+    return scale * (dce * focal + gamma * (1.0 - 2.0 * target) * ce * ratio)
 
 
 def focal_value(xp, input, target, *, gamma, alpha):
@@ -214,12 +227,18 @@ def focal_value(xp, input, target, *, gamma, alpha):
 
 
 def focal_vjp(xp, cotangent, input, target, *, gamma, alpha):
-    return _focal_grad(xp, cotangent, target, gamma, _focal_parts(xp, input, target, gamma, alpha)[1])
+    return {"input": cotangent * _focal_slope(xp, target, gamma, _focal_parts(xp, input, target, gamma, alpha)[1])}
 
 
 def focal_fused(xp, input, target, *, gamma, alpha):
-    value, parts = _focal_parts(xp, input, target, gamma, alpha)
-    return value, lambda ct: _focal_grad(xp, ct, target, gamma, parts)
+    # one pass forward gives the value and the slope; the pullback scales the slope in place
+    def forward(x, t):
+        value, parts = _focal_parts(xp, x, t, gamma, alpha)
+        return value, _focal_slope(xp, t, gamma, parts)
+
+    value, slope = _numerics.map_chunks(xp, forward, input, target)
+    take_slope = _numerics.once(slope, lambda: forward(input, target)[1])
+    return value, lambda ct: {"input": _numerics.times_cotangent(xp, ct, take_slope())}
 
 
 def _alpha(name, value):

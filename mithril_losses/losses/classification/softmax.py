@@ -91,49 +91,104 @@ def _check_torch_layout(xp, inputs, options, concrete, *, probabilities):
 # --------------------------------------------------------------------------- cross_entropy
 
 
-def _cross_entropy_index(xp, input, target, weight, axis, ignore_index, smoothing):
+def _cross_entropy_index(xp, input, weight, axis, smoothing, labels, w_y, valid, log_p_y, parts):
     # l = (1 - e) w_y (-l_y) + e/C sum_c w_c (-l_c), 0 where y = ignore_index (PyTorch's label smoothing);
-    # dl/dx_j = p_j ((1 - e) w_y + e/C sum_c w_c) - (1 - e) w_y [j = y] - e/C w_j
-    classes = input.shape[axis]
-    log_p = _numerics.log_softmax(xp, input, axis)
+    # with smoothing, parts = (m, log_s): -l_c = log s - (x_c - m), no array of log-probabilities is formed
+    value = xp.where(valid, -w_y * log_p_y, xp.zeros_like(log_p_y))  # w_y is 0 where ignored, l_y may be -inf
+    if smoothing > 0:
+        m, log_s = parts
+        total = 1.0 * input.shape[axis] if weight is None else xp.sum(weight)
+        smooth = total * xp.squeeze(log_s, axis=axis) - _shifted_class_sum(xp, input, weight, m, axis)
+        value = (1.0 - smoothing) * value + (smoothing / input.shape[axis]) * xp.where(valid, smooth,
+                                                                                        xp.zeros_like(smooth))
+    return value
+
+
+def _cross_entropy_index_fused(xp, input, target, weight, axis, ignore_index, smoothing):
+    # dl/dx_j = p_j ((1 - e) w_y + e/C sum_c w_c) - (1 - e) w_y [j = y] - e/C w_j, formed in the softmax's buffer
     labels, w_y = _label_weights(xp, target, weight, ignore_index, input.dtype)
     valid = target != ignore_index
-    nll = -_numerics.take_labels(xp, log_p, labels, axis)
-    value = xp.where(valid, w_y * nll, xp.zeros_like(nll))  # w_y is 0 where ignored, nll may be inf there
     if smoothing > 0:
-        weighted = log_p if weight is None else log_p * _class_view(xp, weight, input.ndim, axis)
-        smooth = xp.where(valid, -xp.sum(weighted, axis=axis), xp.zeros_like(nll))
-        value = (1.0 - smoothing) * value + (smoothing / classes) * smooth
+        p, *parts = _numerics.softmax_parts(xp, input, axis)
+        log_p_y = _numerics.log_softmax_from_parts(xp, input, labels, axis, *parts)
+    else:
+        (p, log_p_y), parts = _numerics.softmax_and_log_softmax_at(xp, input, labels, axis), None
+    value = _cross_entropy_index(xp, input, weight, axis, smoothing, labels, w_y, valid, log_p_y, parts)
+    softmax = _numerics.once(p, lambda: _numerics.softmax_parts(xp, input, axis)[0])
 
     def pullback(ct):
-        k = xp.where(valid, ct, xp.zeros_like(ct))
-        coef = (1.0 - smoothing) * ct * w_y
+        at_label = (1.0 - smoothing) * xp.where(valid, ct * w_y, xp.zeros_like(w_y))  # ignored: 0 for any ct
+        coef = at_label
         if smoothing > 0:  # only then: the sum of a NaN or inf class weight would reach every sample
-            total = float(classes) if weight is None else xp.sum(weight)
-            coef = coef + (smoothing / classes) * total * k
-        g = xp.exp(log_p) * _expand(xp, coef, axis)  # a -inf logit has p = 0: gradient 0 (without smoothing)
+            total = 1.0 * input.shape[axis] if weight is None else xp.sum(weight)
+            spread = (smoothing / input.shape[axis]) * xp.where(valid, ct, xp.zeros_like(ct))
+            coef = coef + total * spread
+        g = _numerics.scale_slices(xp, softmax(), coef, axis)  # a -inf logit has p = 0: gradient 0 (no smoothing)
         if smoothing > 0:
-            spread = _expand(xp, (smoothing / classes) * k, axis)
-            g = g - (spread if weight is None else spread * _class_view(xp, weight, input.ndim, axis))
-        g = _numerics.add_at_labels(xp, g, labels, -(1.0 - smoothing) * ct * w_y, axis)
+            w = _weights_along(xp, weight, input.ndim, axis)
+            g = _numerics.map_chunks(xp, lambda g, s: g - s * w, g, xp.expand_dims(spread, axis=axis), out=g)
         # an ignored target's logits get 0, even where they hold NaN or inf (p * 0 would be NaN there)
-        return {"input": xp.where(_expand(xp, valid, axis), g, xp.zeros_like(g))}
+        g = _numerics.zero_slices(xp, g, valid, axis)
+        return {"input": _numerics.add_at_labels(xp, g, labels, -at_label, axis)}
 
     return value, pullback
 
 
-def _cross_entropy_probabilities(xp, input, target, weight, axis, smoothing):
-    # l = -sum_c w_c t_c l_c with t = (1 - e) y + e/C;  dl/dx_j = p_j sum_c w_c t_c - w_j t_j
-    classes = input.shape[axis]
-    log_p = _numerics.log_softmax(xp, input, axis)
-    t = target if smoothing == 0 else (1.0 - smoothing) * target + smoothing / classes
-    if weight is not None:
-        t = t * _class_view(xp, weight, input.ndim, axis)
-    value = -xp.sum(_numerics.xlog(xp, t, log_p), axis=axis)  # t = 0 at a -inf logit adds 0, not NaN
+def _cross_entropy_index_value(xp, input, target, weight, axis, ignore_index, smoothing):
+    labels, w_y = _label_weights(xp, target, weight, ignore_index, input.dtype)
+    if smoothing > 0:
+        parts = _numerics.logsumexp_parts(xp, input, axis)
+        log_p_y = _numerics.log_softmax_from_parts(xp, input, labels, axis, *parts)
+    else:
+        log_p_y, parts = _numerics.log_softmax_at(xp, input, labels, axis), None
+    return _cross_entropy_index(xp, input, weight, axis, smoothing, labels, w_y, target != ignore_index, log_p_y,
+                                parts)
+
+
+def _weights_along(xp, weight, ndim, axis):
+    return 1.0 if weight is None else _class_view(xp, weight, ndim, axis)
+
+
+def _smoothed(xp, target, smoothing, classes):
+    return target if smoothing == 0 else (1.0 - smoothing) * target + smoothing / classes
+
+
+def _shifted_class_sum(xp, input, weight, m, axis):
+    """sum_c w_c (x_c - m) along ``axis`` (in row chunks where they pay: no temporary of the input's size)."""
+    w = _weights_along(xp, weight, input.ndim, axis)
+    return _numerics.map_chunks(xp, lambda x, m: xp.sum(w * (x - m), axis=axis), input, m)
+
+
+def _target_sums(xp, input, target, weight, m, axis, smoothing):
+    """(sum_c w_c t_c, sum_c w_c t_c (x_c - m)) along ``axis`` for the smoothed target t, a term 0 where
+    w_c t_c = 0 (also at a -inf logit); in row chunks where they pay: no temporary of the input's size."""
+    w, classes = _weights_along(xp, weight, input.ndim, axis), input.shape[axis]
+
+    def sums(x, y, m):
+        wt = w * _smoothed(xp, y, smoothing, classes)
+        return xp.sum(wt, axis=axis), xp.sum(_numerics.xlog(xp, wt, x - m), axis=axis)
+
+    return _numerics.map_chunks(xp, sums, input, target, m)
+
+
+def _cross_entropy_probabilities(xp, input, target, weight, axis, smoothing, m, log_s):
+    # l = -sum_c w_c t_c l_c = log s sum_c w_c t_c - sum_c w_c t_c (x_c - m),  t = (1 - e) y + e/C
+    mass, shifted = _target_sums(xp, input, target, weight, m, axis, smoothing)
+    return mass * xp.squeeze(log_s, axis=axis) - shifted, mass
+
+
+def _cross_entropy_probabilities_fused(xp, input, target, weight, axis, smoothing):
+    # dl/dx_j = p_j sum_c w_c t_c - w_j t_j, formed in the softmax's buffer
+    p, m, log_s = _numerics.softmax_parts(xp, input, axis)
+    value, mass = _cross_entropy_probabilities(xp, input, target, weight, axis, smoothing, m, log_s)
+    softmax = _numerics.once(p, lambda: _numerics.softmax_parts(xp, input, axis)[0])
+    w, classes = _weights_along(xp, weight, input.ndim, axis), input.shape[axis]
 
     def pullback(ct):
-        ct = _expand(xp, ct, axis)
-        return {"input": ct * (xp.exp(log_p) * xp.sum(t, axis=axis, keepdims=True) - t)}
+        g = _numerics.scale_slices(xp, softmax(), ct * mass, axis)
+        return {"input": _numerics.map_chunks(
+            xp, lambda g, y, ct: g - ct * w * _smoothed(xp, y, smoothing, classes),
+            g, target, xp.expand_dims(ct, axis=axis), out=g)}
 
     return value, pullback
 
@@ -141,15 +196,18 @@ def _cross_entropy_probabilities(xp, input, target, weight, axis, smoothing):
 def cross_entropy_fused(xp, input, target, weight=None, *, ignore_index, label_smoothing):
     axis = _torch_axis(input)
     if _is_index(xp, target):
-        return _cross_entropy_index(xp, input, target, weight, axis, ignore_index, label_smoothing)
-    return _cross_entropy_probabilities(xp, input, target, weight, axis, label_smoothing)
+        return _cross_entropy_index_fused(xp, input, target, weight, axis, ignore_index, label_smoothing)
+    return _cross_entropy_probabilities_fused(xp, input, target, weight, axis, label_smoothing)
 
 
 def cross_entropy_value(xp, input, target, weight=None, *, ignore_index, label_smoothing):
     """-w_y log p_y for class indices (smoothed: (1 - e) of it + e/C of -sum_c w_c log p_c);
     -sum_c w_c t_c log p_c for class probabilities t (smoothed: (1 - e) t + e/C)."""
-    return cross_entropy_fused(xp, input, target, weight, ignore_index=ignore_index,
-                               label_smoothing=label_smoothing)[0]
+    axis = _torch_axis(input)
+    if _is_index(xp, target):
+        return _cross_entropy_index_value(xp, input, target, weight, axis, ignore_index, label_smoothing)
+    m, log_s = _numerics.logsumexp_parts(xp, input, axis)
+    return _cross_entropy_probabilities(xp, input, target, weight, axis, label_smoothing, m, log_s)[0]
 
 
 def cross_entropy_vjp(xp, cotangent, input, target, weight=None, *, ignore_index, label_smoothing):

@@ -73,12 +73,12 @@ def _kl_div_parts(xp, input, target, log_target):
     return _numerics.xlog(xp, target, log_t - input), target, log_t
 
 
-def _kl_div_grads(xp, ct, input, target, log_target, p, log_t):
+def _kl_div_slopes(xp, input, target, log_target, p, log_t):
     if log_target:
         # d/dx = -e^t;  d/dt = e^t (t - x + 1), 0 where e^t = 0
-        return {"input": -ct * p, "target": ct * _numerics.xlog(xp, p, target - input + 1.0)}
+        return -p, _numerics.xlog(xp, p, target - input + 1.0)
     # d/dx = -t;  d/dt = log t + 1 - x, which is -inf at t = 0: NaN there, as PyTorch's autograd (0 / 0)
-    return {"input": -ct * target, "target": ct * _nan_where_zero(xp, target, log_t + 1.0 - input)}
+    return -target, _nan_where_zero(xp, target, log_t + 1.0 - input)
 
 
 def kl_div_value(xp, input, target, *, log_target):
@@ -88,12 +88,25 @@ def kl_div_value(xp, input, target, *, log_target):
 
 def kl_div_vjp(xp, cotangent, input, target, *, log_target):
     _, p, log_t = _kl_div_parts(xp, input, target, log_target)
-    return _kl_div_grads(xp, cotangent, input, target, log_target, p, log_t)
+    d_input, d_target = _kl_div_slopes(xp, input, target, log_target, p, log_t)
+    return {"input": cotangent * d_input, "target": cotangent * d_target}
 
 
 def kl_div_fused(xp, input, target, *, log_target):
-    value, p, log_t = _kl_div_parts(xp, input, target, log_target)
-    return value, lambda ct: _kl_div_grads(xp, ct, input, target, log_target, p, log_t)
+    # one pass forward gives the value and both slopes; the pullback scales the slopes in place
+    def forward(x, t):
+        value, p, log_t = _kl_div_parts(xp, x, t, log_target)
+        return (value, *_kl_div_slopes(xp, x, t, log_target, p, log_t))
+
+    value, *slopes = forward(input, target)
+    take_slopes = _numerics.once(slopes, lambda: forward(input, target)[1:])
+
+    def pullback(ct):
+        d_input, d_target = take_slopes()
+        return {"input": _numerics.times_cotangent(xp, ct, d_input),
+                "target": _numerics.times_cotangent(xp, ct, d_target)}
+
+    return value, pullback
 
 
 def _check_kl_div(xp, inputs, options, concrete):
