@@ -132,8 +132,8 @@ def build_parser() -> argparse.ArgumentParser:
     conf.add_argument("--quiet", action="store_true", help="no progress bar")
     lst = sub.add_parser("list", help="list the registered losses")
     lst.add_argument("--family")
-    sub.add_parser("bench", help="benchmark value_and_grad against each framework's own loss (see bench --help)",
-                   add_help=False)
+    sub.add_parser("bench", help="time value_and_grad and its peak memory against each framework's own loss, on "
+                                 "every device found (see bench --help)", add_help=False)
     return parser
 
 

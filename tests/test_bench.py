@@ -16,7 +16,7 @@ from mithril_losses.bench import cases, report, runner
 from conftest import installed
 
 ROW_FIELDS = {f.name for f in dataclasses.fields(runner.Row)}
-TARGET_FIELDS = {"target", "device", "limit", "measured", "met", "row"}
+TARGET_FIELDS = {"target", "device", "unit", "limit", "measured", "met", "row"}
 
 
 def _run(tmp_path, *args):
@@ -66,7 +66,7 @@ def test_each_framework_pair_runs_on_a_tiny_size(tmp_path, backend, modes):
 
 def test_a_loss_that_is_not_registered_is_skipped_with_a_note(tmp_path, monkeypatch, capsys):
     registered = [n for n in mlo.available() if n != "linear_cross_entropy"]
-    monkeypatch.setattr(bench.registry, "available", lambda family=None: registered)
+    monkeypatch.setattr(mlo, "available", lambda family=None: registered)
     data, markdown = _run(tmp_path, "--losses", "linear_cross_entropy", "--backends", "numpy")
     assert data["results"] == []
     assert data["notes"] == ["linear_cross_entropy: skipped, `linear_cross_entropy` is not registered in this version"]
@@ -106,24 +106,26 @@ def test_the_targets_are_read_off_the_rows():
         _row("mse", "torch", "eager", device="cuda", ours=0.5),
     ]
     found = {(t["device"], t["target"]): t for t in report.targets(rows)}
-    text = {t.text.split(",")[0] if t.mode == "per-call" else t.text: t.text for t in report.TARGETS}
 
-    def get(device, start):
-        return found[(device, next(v for k, v in text.items() if k.startswith(start)))]
+    def get(device, backend, mode, loss=None):
+        target = next(t for t in report.TARGETS if (t.backend, t.mode, t.loss) == (backend, mode, loss))
+        return found[(device, target.text)]
 
-    assert get("CPU", "PyTorch eager cross_entropy")["measured"] == pytest.approx(0.9)
-    assert get("CPU", "PyTorch eager cross_entropy")["met"] is True
-    assert get("CPU", "PyTorch eager mse")["met"] is False
-    assert get("CPU", "jax.jit mse")["measured"] == pytest.approx(1.1) and get("CPU", "jax.jit mse")["met"]
-    assert get("CPU", "jax.jit, worst")["measured"] == pytest.approx(1.3)
-    assert get("CPU", "jax.jit, worst")["row"].startswith("huber")
-    assert get("CPU", "NumPy cross_entropy")["met"] is True and get("CPU", "NumPy mse")["met"] is None
-    numpy_overhead = found[("CPU", next(t.text for t in report.TARGETS if t.mode == "per-call"
-                                        and t.backend == "numpy"))]
-    assert numpy_overhead["measured"] == pytest.approx(25.0) and numpy_overhead["met"] is False
-    assert get("CPU", "linear_cross_entropy")["measured"] == pytest.approx(0.1)
-    assert get("GPU", "PyTorch eager mse")["measured"] == pytest.approx(0.5)
-    assert get("GPU", "PyTorch eager cross_entropy")["met"] is None
+    assert get("CPU", "torch", "eager", "cross_entropy")["measured"] == pytest.approx(0.9)
+    assert get("CPU", "torch", "eager", "cross_entropy")["met"] is True
+    assert get("CPU", "torch", "eager", "mse")["met"] is False
+    assert get("CPU", "jax", "jit", "mse")["measured"] == pytest.approx(1.1) and get("CPU", "jax", "jit", "mse")["met"]
+    assert get("CPU", "jax", "jit")["measured"] == pytest.approx(1.3) and get("CPU", "jax", "jit")["row"].startswith(
+        "huber")
+    assert get("CPU", "numpy", "eager", "cross_entropy")["met"] is True
+    unmeasured = get("CPU", "numpy", "eager", "mse")
+    assert unmeasured["measured"] is None and unmeasured["met"] is None
+    overhead = get("CPU", "numpy", "per-call")
+    assert overhead["measured"] == pytest.approx(25.0) and overhead["met"] is False and overhead["unit"] == "us"
+    assert get("CPU", "torch", "per-call")["met"] is None
+    assert get("CPU", "torch", "eager", "linear_cross_entropy")["measured"] == pytest.approx(0.1)
+    assert get("GPU", "torch", "eager", "mse")["measured"] == pytest.approx(0.5)
+    assert get("GPU", "torch", "eager", "cross_entropy")["met"] is None
 
 
 def test_update_markdown_replaces_only_the_results_section(tmp_path):

@@ -27,7 +27,8 @@ import warnings
 from dataclasses import asdict
 from pathlib import Path
 
-from .. import registry
+import mithril_losses as mlo
+
 from .cases import CASES, CASES_BY_KEY, Case, shape_elements
 from .report import (DOCS_PAGE, format_markdown, format_row, format_table, format_targets, machine, machine_line,
                      targets, update_markdown)
@@ -124,7 +125,7 @@ def main(argv=None) -> int:
     notes = [f"not installed: {', '.join(b for b in wanted if b not in backends)}"] if backends != wanted else []
     plan = []
     for case in _cases(args.losses, parser):
-        if case.loss not in registry.available():
+        if case.loss not in mlo.available():
             notes.append(f"{case.key}: skipped, `{case.loss}` is not registered in this version")
             continue
         sizes = _sizes(case, given, args.quick)

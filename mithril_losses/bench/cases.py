@@ -20,6 +20,8 @@ PER_CALL_ELEMENTS = 1000
 
 @dataclass(frozen=True)
 class Case:
+    """One benchmarked loss: the registered loss, its inputs and sizes, and the frameworks' formulations."""
+
     key: str  # the row label; several cases may share one registered loss (cross entropy on indices/probabilities)
     loss: str
     make: Callable  # (shape, dtype, rng) -> {input name: NumPy array}, in the loss's input order
@@ -112,11 +114,15 @@ def _jax_ctc(jnp, optax, log_probs, targets, input_lengths, target_lengths):
 
 
 def _mse_raw(n):
+    """mean((x - y)^2) on ``n`` elements and its gradients, 2 (x - y) / n for x and the negative for y."""
     def f(input, target):
         d = input - target
         g = d * (2.0 / n)
         return (d * d).mean(), {"input": g, "target": -g}
     return f
+
+
+# Cross entropy on class indices, per backend: mean_i(logsumexp(x_i) - x_i[t_i]), gradient (softmax(x) - onehot(t)) / N.
 
 
 def _numpy_ce_raw(n):
@@ -236,7 +242,7 @@ CASES = (
          torch=(("F.ctc_loss", lambda torch: torch.nn.functional.ctc_loss),),
          jax=(("optax ctc_loss", lambda jax, jnp, optax: lambda **inputs: _jax_ctc(jnp, optax, **inputs)),),
          rank=3, reps_scale=0.5),
-    Case("linear_cross_entropy", "linear_cross_entropy", _linear, ((4096, 1024, 32000),), ((1024, 256, 8192),),
+    Case("linear_cross_entropy", "linear_cross_entropy", _linear, ((4096, 1024, 32000),), ((512, 128, 8192),),
          torch=(("naive F.linear + F.cross_entropy", lambda torch: lambda input, linear_weight, target:
                  torch.nn.functional.cross_entropy(torch.nn.functional.linear(input, linear_weight), target)),
                 ("F.linear_cross_entropy(options=LinearCrossEntropyOptions())",

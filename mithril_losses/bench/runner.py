@@ -199,6 +199,9 @@ def _torch_memory(torch, device):
     def peak(fn, sync):
         from torch.profiler import ProfilerActivity, profile
 
+        # The profiler counts the frees of blocks allocated under an earlier profile (e.g. the .grad a previous
+        # measured call left) but not of blocks allocated while none ran: one unprofiled call first.
+        sync(fn())
         with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
             sync(fn())
         records = sorted((e.start_ns(), e.nbytes()) for e in prof.profiler.kineto_results.events()
@@ -219,10 +222,12 @@ def torch_pairs(case: Case, loss, inputs, device, modes, ctx):
     sync = _torch_sync(torch, device)
     memory, method = _torch_memory(torch, device)
     extra = dict(sync=sync, memory=memory, memory_method=method)
-    leaves_in = {n: t.clone().requires_grad_(i in diff) for i, (n, t) in enumerate(ours_in.items())}
-    leaves = [t for t in leaves_in.values() if t.requires_grad]
 
     def backward_of(f):
+        """``f`` and ``backward()`` on leaves of its own (so no other callable frees or accumulates its .grad)."""
+        leaves_in = {n: t.clone().requires_grad_(i in diff) for i, (n, t) in enumerate(ours_in.items())}
+        leaves = [t for t in leaves_in.values() if t.requires_grad]
+
         def run():
             for t in leaves:
                 t.grad = None

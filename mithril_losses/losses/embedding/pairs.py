@@ -132,7 +132,7 @@ def _distance_option(name, value):
 # --------------------------------------------------------------------------- triplet core
 
 
-def _triplet(xp, anchor, positive, negative, dist, margin, swap):
+def _triplet_fused(xp, anchor, positive, negative, dist, margin, swap):
     """max(0, margin + d(a, p) - d(a, n)), with d(a, n) -> min(d(a, n), d(p, n)) for the swap."""
     d_pos, back_pos = dist(xp, anchor, positive)
     d_neg, back_neg = dist(xp, anchor, negative)
@@ -227,40 +227,20 @@ def _torch_reduce(loss, reduction, weight):
 # --------------------------------------------------------------------------- triplet_margin
 
 
-def _triplet_margin(xp, anchor, positive, negative, margin, p, eps, swap):
+def triplet_margin_fused(xp, anchor, positive, negative, *, margin, p, eps, swap):
     def dist(xp, u, v):
         return _pairwise(xp, u, v, p, eps)
 
-    return _triplet(xp, anchor, positive, negative, dist, margin, swap)
+    return _triplet_fused(xp, anchor, positive, negative, dist, margin, swap)
 
 
 def triplet_margin_value(xp, anchor, positive, negative, *, margin, p, eps, swap):
     """max(0, margin + ||a - p + eps||_p - ||a - n + eps||_p) per triplet (swap: the smaller of d(a, n), d(p, n))."""
-    return _triplet_margin(xp, anchor, positive, negative, margin, p, eps, swap)[0]
+    return triplet_margin_fused(xp, anchor, positive, negative, margin=margin, p=p, eps=eps, swap=swap)[0]
 
 
 def triplet_margin_vjp(xp, cotangent, anchor, positive, negative, *, margin, p, eps, swap):
-    return _triplet_margin(xp, anchor, positive, negative, margin, p, eps, swap)[1](cotangent)
-
-
-def triplet_margin_fused(xp, anchor, positive, negative, *, margin, p, eps, swap):
-    # A triplet's gradient is its own cotangent times the gradient for a cotangent of 1: the forward pass
-    # computes those and the pullback scales them in place.
-    def forward(a, pos, n):
-        value, pullback = _triplet_margin(xp, a, pos, n, margin, p, eps, swap)
-        g = pullback(xp.ones_like(value))
-        return value, g["anchor"], g["positive"], g["negative"]
-
-    arrays = (anchor, positive, negative)
-    value, *slopes = forward(*arrays)
-    take_slopes = _numerics.once(slopes, lambda: forward(*arrays)[1:])
-
-    def pullback(ct):
-        ct = _expand(xp, ct)
-        names = ("anchor", "positive", "negative")
-        return {k: _numerics.times_cotangent(xp, ct, s) for k, s in zip(names, take_slopes())}
-
-    return value, pullback
+    return triplet_margin_fused(xp, anchor, positive, negative, margin=margin, p=p, eps=eps, swap=swap)[1](cotangent)
 
 
 def _np_pairwise(u, v, options):
@@ -315,7 +295,7 @@ register(LossSpec(
 
 
 def triplet_margin_with_distance_fused(xp, anchor, positive, negative, *, distance, margin, swap):
-    return _triplet(xp, anchor, positive, negative, _distance(distance), margin, swap)
+    return _triplet_fused(xp, anchor, positive, negative, _distance(distance), margin, swap)
 
 
 def triplet_margin_with_distance_value(xp, anchor, positive, negative, *, distance, margin, swap):
