@@ -31,7 +31,7 @@ def compile(loss, **options):  # noqa: A001  (mlo.compile, as jax.jit / torch.co
     from ._loss import Loss
 
     if not isinstance(loss, Loss):
-        raise not_a_loss(loss)
+        raise _validation.not_a_loss(loss)
     return CompiledLoss(loss, options)
 
 
@@ -99,15 +99,14 @@ class CompiledLoss:
             arrays.append(call.convert("cotangent", cotangent))
         layout = _Layout(call, kind == "vjp")
         run = self._traced(kind, layout, adapter.name)
-        compiler = _compiler(adapter.name)
-        if compiler is None:
+        if not adapter.has_compiler:
             return run(*arrays)
         key = (adapter.name, kind, layout.key,
                tuple((tuple(x.shape), str(x.dtype), adapter.device_of(x)) for x in arrays))
         with self._lock:
             fn = self._functions.get(key)
             if fn is None:
-                fn = self._functions[key] = compiler(_own_code(run), **self.compile_options)
+                fn = self._functions[key] = adapter.compile(_own_code(run), **self.compile_options)
                 self._misses += 1
             else:
                 self._hits += 1
@@ -158,29 +157,3 @@ def _frozen(skeleton):
     if isinstance(skeleton, list):
         return ("list", len(skeleton))
     return skeleton
-
-
-def _compiler(backend: str):
-    """The framework's compiler, or None for a backend without one (its calls run eagerly)."""
-    if backend == "jax":
-        import jax
-
-        return jax.jit
-    if backend == "torch":
-        import torch
-
-        return torch.compile
-    if backend == "mlx":
-        import mlx.core as mx
-
-        return mx.compile
-    return None
-
-
-def not_a_loss(obj) -> TypeError:
-    return TypeError(f"`compile` takes a loss from mithril_losses.get(...); got {obj!r} ({type(obj).__name__}).")
-
-
-def bad_compile_option(value) -> TypeError:
-    return TypeError(f"`compile` must be True, False or a dict of compiler options; got {value!r} "
-                     f"({type(value).__name__}).")

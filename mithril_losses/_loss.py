@@ -157,6 +157,8 @@ class Loss:
         out = {}
         for name in self.spec.differentiable:
             x = call.inputs[name]
+            if x is None:  # an optional input left out has no gradient
+                continue
             if name in self.spec.layer_inputs:
                 per_layer = dict(_layers.items(grads[name]))
                 out[name] = _layers.map_layers(lambda key, a: _as_dtype(xp, per_layer[key], a.dtype), x)
@@ -278,7 +280,8 @@ class _Call:
 
     def arrays(self) -> list:
         """[(name, layer key or None, array)]: every array of the call, the engine's weight and where last."""
-        inputs = [(n, key, x) for n, v in self.inputs.items() if v is not None for key, x in _layers.items(v)]
+        inputs = [(n, key, x) for n, v in self.inputs.items() if v is not None
+                  for key, x in (_layers.items(v) if n in self.layered else [(None, v)])]
         return inputs + [(n, None, x) for n, x in (("weight", self.weight), ("where", self.where)) if x is not None]
 
     def replaced(self, arrays):

@@ -590,8 +590,8 @@ def times_cotangent(xp, ct, buffer, factor=1.0):
 
 
 def _broadcasts_to(xp, ct, buffer):
-    shape = tuple(getattr(ct, "shape", ()))
-    return tuple(xp.broadcast_shapes(shape, tuple(buffer.shape))) == tuple(buffer.shape)
+    shape, target = tuple(getattr(ct, "shape", ())), tuple(buffer.shape)
+    return shape == target or tuple(xp.broadcast_shapes(shape, target)) == target
 
 
 def _single_value(xp, ct):

@@ -9,8 +9,13 @@ over zero elements (or zero total weight) is 0 with a zero gradient.
 
 from __future__ import annotations
 
+import math
+
+from . import _numerics
+
 REDUCTIONS = ("none", "mean", "sum")
 ALL_REDUCTIONS = REDUCTIONS + ("batchmean",)
+FILL_LIMIT = 1 << 14  # elements up to which a constant cotangent is a filled array rather than a broadcast view
 
 
 def per_element(xp, w, loss_shape):
@@ -75,12 +80,15 @@ def reduce(xp, loss, *, reduction, weight=None, where=None, axis=None, weighted_
 def _spread(xp, ct, scale, loss):
     """The cotangent of ``loss``: ``ct`` (broadcastable to it, or a Python float) times ``scale``, in its shape.
 
-    A float cotangent (``value_and_grad``'s 1.0, divided by a mean's count) becomes one filled array, which is
-    cheaper than reshaping and broadcasting a 0-d one.
+    A float cotangent (``value_and_grad``'s 1.0, divided by a mean's count) of a small loss becomes one filled
+    array, cheaper than broadcasting a 0-d one; of a large loss, a broadcast 0-d array, which costs no pass over
+    memory (and which ``_numerics.times_cotangent`` multiplies as a scalar).
     """
     ct = ct if scale is None else ct * scale
     if isinstance(ct, float):
-        return xp.full_like(loss, ct)
+        if math.prod(loss.shape) <= FILL_LIMIT:
+            return xp.full_like(loss, ct)
+        ct = _numerics.constant(xp, ct, loss)
     return ct if tuple(ct.shape) == tuple(loss.shape) else xp.broadcast_to(ct, tuple(loss.shape))
 
 
@@ -91,5 +99,5 @@ def _count(xp, scale, shape, axes):
         for a in axes:
             n *= shape[a]
         return float(max(n, 1))
-    total = xp.sum(xp.broadcast_to(scale, shape), axis=axes)
+    total = xp.sum(scale if tuple(scale.shape) == shape else xp.broadcast_to(scale, shape), axis=axes)
     return xp.where(total == 0, xp.ones_like(total), total)

@@ -20,8 +20,11 @@ _KINDS: dict = {}  # (namespace, dtype, kind) -> whether dtype is of kind; some 
 
 
 def _isdtype(xp, dtype, kind) -> bool:
-    """``xp.isdtype(dtype, kind)``, remembered per namespace, dtype and kind."""
-    key = (xp, dtype, kind)
+    """``xp.isdtype(dtype, kind)``, remembered per namespace, dtype and kind.
+
+    Keyed by the namespace's name: torch.compile cannot trace a dict keyed by a module.
+    """
+    key = (xp.__name__, dtype, kind)
     answer = _KINDS.get(key)
     if answer is None:
         answer = _KINDS[key] = xp.isdtype(dtype, kind)
@@ -1023,3 +1026,12 @@ def check_in_features(name_x: str, x, name_w: str, w) -> None:
     if x.shape[-1] != w.shape[-1]:
         raise ValueError(f"`{name_x}` and `{name_w}` must have the same number of features (last axis); got "
                          f"{x.shape[-1]} (shape {_shape(x)}) and {w.shape[-1]} (shape {_shape(w)}).")
+
+
+def not_a_loss(obj) -> TypeError:
+    return TypeError(f"`compile` takes a loss from mithril_losses.get(...); got {obj!r} ({type(obj).__name__}).")
+
+
+def bad_compile_option(value) -> TypeError:
+    return TypeError(f"`compile` must be True, False or a dict of compiler options; got {value!r} "
+                     f"({type(value).__name__}).")

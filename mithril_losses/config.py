@@ -12,8 +12,8 @@ object with the optional keys ``"backend"`` and ``"device"``. Loss calls
 look at the file when they first need it and again whenever the environment
 variables that place it change; ``get_backend()``, ``read_config_file()`` and
 ``set_backend()`` look at it anew, so an edit made while the process runs is
-seen by the calls after one of them. (A loss call reads no file: it costs no
-``stat``.)
+seen by the calls after one of them. (So a loss call in an unchanged
+environment makes no ``stat``.)
 """
 
 from __future__ import annotations

@@ -244,7 +244,6 @@ def get(name: str, *, compile=False, **options):  # noqa: A002  (the mlo.compile
 
     ``compile=True`` (or a dict of compiler options) gives ``mlo.compile(loss, **those options)``.
     """
-    from ._compiled import bad_compile_option
     from ._compiled import compile as compiled
     from ._loss import Loss
 
@@ -253,7 +252,7 @@ def get(name: str, *, compile=False, **options):  # noqa: A002  (the mlo.compile
         return loss
     if compile is True or (isinstance(compile, dict) and all(isinstance(k, str) for k in compile)):
         return compiled(loss, **({} if compile is True else compile))
-    raise bad_compile_option(compile)
+    raise _validation.bad_compile_option(compile)
 
 
 def from_config(config: dict):

@@ -21,10 +21,6 @@ torch = pytest.importorskip("torch")
 F = torch.nn.functional
 
 N, H, C = 7, 5, 11
-# the engine's gradients of a loss whose optional differentiable input (linear_bias) is left out: until
-# _loss.Loss._gradients skips an input that was not given, it raises KeyError('linear_bias')
-NO_BIAS = pytest.mark.xfail(raises=KeyError, strict=False,
-                            reason="engine: _gradients asks for a gradient of the omitted linear_bias")
 
 
 def close(actual, expected, rtol=1e-10, atol=1e-12):
@@ -79,7 +75,7 @@ OPTIONS = ({}, {"ignore_index": 2}, {"label_smoothing": 0.15}, {"ignore_index": 
 CHUNKS = ((None, None), (3, 4), (1, 1), (2, 11), (7, 5))  # rows x classes; most do not divide 7 x 11
 
 
-@pytest.mark.parametrize("bias", [True, pytest.param(False, marks=NO_BIAS)])
+@pytest.mark.parametrize("bias", [True, False])
 @pytest.mark.parametrize("class_weight", [False, True])
 @pytest.mark.parametrize("reduction", ["none", "mean", "sum"])
 @pytest.mark.parametrize("options", OPTIONS, ids=str)

@@ -67,7 +67,10 @@ class Adapter:
         """False while a compiler traces `x` (value checks are then skipped)."""
         return True
 
-    def compile(self, fn):
+    has_compiler = False
+
+    def compile(self, fn, **options):
+        """``fn`` compiled by the library's compiler with its ``options`` (``has_compiler``); else ``fn`` itself."""
         return fn
 
     has_autodiff = False

@@ -83,10 +83,12 @@ class JaxAdapter(Adapter):
 
         return not isinstance(x, jax.core.Tracer)
 
-    def compile(self, fn):
+    has_compiler = True
+
+    def compile(self, fn, **options):
         import jax
 
-        return jax.jit(fn)
+        return jax.jit(fn, **options)
 
     def vjp(self, fn, primals, cotangent):
         import jax

@@ -147,10 +147,12 @@ class MLXAdapter(Adapter):
             return False
         return True
 
-    def compile(self, fn):
+    has_compiler = True
+
+    def compile(self, fn, **options):
         import mlx.core as mx
 
-        return mx.compile(fn)
+        return mx.compile(fn, **options)
 
     def vjp(self, fn, primals, cotangent):
         import mlx.core as mx

@@ -10,6 +10,8 @@ import torch
 
 from ._base import Adapter
 
+_DEVICE_NAMES: dict = {}  # torch.device -> its name: str() of a device is slow for the call path
+
 
 class TorchAdapter(Adapter):
     name = "torch"
@@ -30,7 +32,11 @@ class TorchAdapter(Adapter):
         return names
 
     def device_of(self, x):
-        return str(x.device)
+        device = x.device
+        name = _DEVICE_NAMES.get(device)
+        if name is None:
+            name = _DEVICE_NAMES[device] = str(device)
+        return name
 
     def on_device(self, x, device):
         want = torch.device(device)  # "cuda" is any CUDA device, "cuda:1" that one
@@ -51,8 +57,10 @@ class TorchAdapter(Adapter):
     def is_concrete(self, x):
         return not torch.compiler.is_compiling()
 
-    def compile(self, fn):
-        return torch.compile(fn)
+    has_compiler = True
+
+    def compile(self, fn, **options):
+        return torch.compile(fn, **options)
 
     def vjp(self, fn, primals, cotangent):
         leaves = [p.detach().clone().requires_grad_(True) for p in primals]
