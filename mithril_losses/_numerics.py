@@ -178,6 +178,16 @@ def zero_slices(xp, buffer, keep, axis):
     return buffer
 
 
+def add_to_rows(buffer, a, c, part):
+    """``buffer`` plus ``part`` in its rows a..c-1, never a copy of the whole (a gradient as big as a weight
+    matrix): in place where arrays are mutable (NumPy, PyTorch, array-api-strict), ``.at[].add`` on JAX and MLX
+    (in place under jit)."""
+    if hasattr(buffer, "at"):
+        return buffer.at[a:c].add(part)
+    buffer[a:c, ...] += part
+    return buffer
+
+
 def take_labels(xp, x, labels, axis):
     """Entries of ``x`` at integer ``labels`` along ``axis`` (labels have x's shape without that axis)."""
     index = xp.expand_dims(as_index(xp, labels), axis=axis)

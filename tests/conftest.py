@@ -35,6 +35,14 @@ def requires(name: str):
     return pytest.mark.skipif(not installed(name), reason=f"{name} is not installed")
 
 
+@pytest.fixture(params=("torch", "jax", "mlx"))
+def framework(request):
+    """A backend with its own autodiff and compiler (skipped where not installed)."""
+    if not installed(request.param):
+        pytest.skip(f"{request.param} is not installed")
+    return request.param
+
+
 @pytest.fixture(params=BACKENDS)
 def backend(request):
     name = request.param

@@ -19,14 +19,6 @@ from mithril_losses._loss import Loss
 
 from conftest import installed, native, to_numpy
 
-FRAMEWORKS = ("jax", "torch", "mlx")
-
-
-@pytest.fixture(params=FRAMEWORKS)
-def framework(request):
-    if not installed(request.param):
-        pytest.skip(f"{request.param} is not installed")
-    return request.param
 
 
 def compiled(loss, framework):

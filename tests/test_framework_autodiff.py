@@ -19,16 +19,8 @@ import pytest
 import mithril_losses as mlo
 from mithril_losses import LossSpec
 
-from conftest import installed, native, to_numpy
+from conftest import native, to_numpy
 
-FRAMEWORKS = ("torch", "jax", "mlx")
-
-
-@pytest.fixture(params=FRAMEWORKS)
-def framework(request):
-    if not installed(request.param):
-        pytest.skip(f"{request.param} is not installed")
-    return request.param
 
 
 def framework_grad(name, fn, arrays, dtype="float64"):

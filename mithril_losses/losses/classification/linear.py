@@ -124,10 +124,10 @@ def linear_cross_entropy_fused(xp, input, linear_weight, target, linear_bias=Non
                 g = _tile_gradient(xp, _tile_logits(xp, rows, weight_t, linear_bias, a, c), m, log_s, coef[i:j],
                                    local, xp.where(inside, at_label[i:j], xp.zeros_like(at_label[i:j])),
                                    None if e == 0 else ((e / classes) * k[i:j], weight, a, c))
-                dx = _add_rows(dx, i, j, xp.matmul(g, linear_weight[a:c, :]))
-                dw = _add_rows(dw, a, c, xp.matmul(xp.matrix_transpose(g), rows))
+                dx = _numerics.add_to_rows(dx, i, j, xp.matmul(g, linear_weight[a:c, :]))
+                dw = _numerics.add_to_rows(dw, a, c, xp.matmul(xp.matrix_transpose(g), rows))
                 if db is not None:
-                    db = _add_rows(db, a, c, xp.sum(g, axis=0))
+                    db = _numerics.add_to_rows(db, a, c, xp.sum(g, axis=0))
         grads = {"input": xp.reshape(dx, tuple(input.shape)) if unbatched else dx, "linear_weight": dw}
         return grads if db is None else {**grads, "linear_bias": db}
 
@@ -150,15 +150,6 @@ def _tile_gradient(xp, z, m, log_s, coef, local, at_label, smoothing):
 
 def _zeros(xp, shape, like):
     return xp.zeros(shape, dtype=like.dtype, device=_numerics.device_of(like))
-
-
-def _add_rows(buffer, a, c, part):
-    """``buffer`` plus ``part`` in its rows a..c-1, never a copy of the whole (a gradient as big as W): in place
-    where arrays are mutable (NumPy, PyTorch, array-api-strict), ``.at[].add`` on JAX and MLX (in place under jit)."""
-    if hasattr(buffer, "at"):
-        return buffer.at[a:c].add(part)
-    buffer[a:c, ...] += part
-    return buffer
 
 
 def linear_cross_entropy_value(xp, input, linear_weight, target, linear_bias=None, weight=None, *,
