@@ -173,6 +173,8 @@ def zero_slices(xp, buffer, keep, axis):
     if not writes_in_place(xp, buffer, keep):
         return xp.where(xp.expand_dims(keep, axis=axis), buffer, xp.zeros_like(buffer))
     dropped = ~keep
+    if array_api_compat.is_torch_namespace(xp) and buffer.device.type != "cpu":  # no host sync: one masked pass
+        return buffer.masked_fill_(xp.expand_dims(dropped, axis=axis), 0)
     if xp.any(dropped):  # PyTorch's masked write costs a pass over the buffer even when it writes nothing
         xp.moveaxis(buffer, axis, -1)[dropped] = 0
     return buffer
@@ -215,7 +217,7 @@ def add_at_labels(xp, buffer, labels, values, axis):
         return buffer.at[_jax_index(buffer.shape, labels, axis)].add(values)
     if hasattr(xp, "put_along_axis"):  # mlx
         return xp.put_along_axis(buffer, index, xp.take_along_axis(buffer, index, axis=axis) + update, axis=axis)
-    classes = xp.reshape(xp.arange(buffer.shape[axis]), (-1,) + (1,) * (buffer.ndim - axis % buffer.ndim - 1))
+    classes = xp.reshape(arange_like(xp, buffer.shape[axis], buffer), (-1,) + (1,) * (buffer.ndim - axis % buffer.ndim - 1))
     return xp.where(classes == index, buffer + update, buffer)
 
 
@@ -267,8 +269,8 @@ def zero_at_labels(xp, buffer, labels, axis):
     if array_api_compat.is_jax_namespace(xp):
         return buffer.at[_jax_index(buffer.shape, labels, axis)].set(0)
     if hasattr(xp, "put_along_axis"):  # mlx
-        return xp.put_along_axis(buffer, index, xp.zeros(index.shape, dtype=buffer.dtype), axis=axis)
-    classes = xp.reshape(xp.arange(buffer.shape[axis]), (-1,) + (1,) * (buffer.ndim - axis % buffer.ndim - 1))
+        return xp.put_along_axis(buffer, index, xp.zeros_like(index, dtype=buffer.dtype), axis=axis)
+    classes = xp.reshape(arange_like(xp, buffer.shape[axis], buffer), (-1,) + (1,) * (buffer.ndim - axis % buffer.ndim - 1))
     return xp.where(classes == index, xp.zeros_like(buffer), buffer)
 
 
@@ -441,16 +443,24 @@ def lp_norm(xp, x, p, axis=-1, keepdims=False):
     return n if keepdims else xp.squeeze(n, axis=axis)
 
 
+def sign(xp, x):
+    """-1, 0 or 1 by the sign of ``x``, NaN where ``x`` is NaN. PyTorch's own ``sign`` gives 0 at NaN, and
+    array-api-compat's fix writes through a boolean mask (a host sync on a GPU); a ``where`` needs none."""
+    if array_api_compat.is_torch_namespace(xp):
+        return xp.where(xp.isnan(x), x, x.sign())
+    return xp.sign(x)
+
+
 def lp_norm_grad(xp, x, norm, p):
     """d ||x||_p / dx = sign(x) (|x| / ||x||_p)^(p - 1), given the norm with its axis kept (size 1).
 
     A zero vector gets 0, and p = 1 gives sign(x) (0 where x = 0), as PyTorch's norm backward.
     """
     if p == 1.0:
-        return xp.sign(x)
+        return sign(xp, x)
     if p == 2.0:
         return safe_divide(xp, x, norm)
-    return xp.sign(x) * safe_divide(xp, xp.abs(x), norm) ** (p - 1.0)
+    return sign(xp, x) * safe_divide(xp, xp.abs(x), norm) ** (p - 1.0)
 
 
 def shifted_logits(xp, x, axis):

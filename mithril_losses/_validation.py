@@ -247,7 +247,7 @@ def check_cotangent(cotangent, loss_shape: tuple) -> None:
 
 def check_value_range(name: str, x, xp, *, low=None, high=None, low_open=False, what: str) -> None:
     """Concrete-value domain check (call only on concrete arrays)."""
-    bad = xp.zeros(x.shape, dtype=xp.bool)
+    bad = xp.zeros_like(x, dtype=xp.bool)
     if low is not None:
         bad = bad | ((x <= low) if low_open else (x < low))
     if high is not None:
@@ -297,7 +297,7 @@ def _first_where(xp, x, bad) -> float:
 
 def check_values_in(name: str, x, xp, allowed: Sequence[float], what: str) -> None:
     """Concrete-value check that every entry of ``x`` is one of ``allowed`` (call only on concrete arrays)."""
-    bad = xp.ones(x.shape, dtype=xp.bool)
+    bad = xp.ones_like(x, dtype=xp.bool)
     for a in allowed:
         bad = bad & (x != a)
     if bool(xp.any(bad)):

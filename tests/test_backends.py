@@ -445,7 +445,7 @@ def test_jax_device_matching_and_traced_inputs_under_a_configured_device():
 
     jax.config.update("jax_enable_x64", True)
     adapter = get_adapter("jax")
-    x = jnp.zeros(3)
+    x = jax.device_put(jnp.zeros(3), jax.devices("cpu")[0])  # JAX's default device is a GPU where there is one
     assert adapter.on_device(x, "cpu") and adapter.on_device(x, "cpu:0")
     assert not adapter.on_device(x, "gpu") and not adapter.on_device(x, "cuda:0")
     with mlo.use_backend("jax", device="cpu"):

@@ -64,7 +64,7 @@ class Adapter:
 
     # -- tracing, compiling, autodiff ----------------------------------------
     def is_concrete(self, x) -> bool:
-        """False while a compiler traces `x` (value checks are then skipped)."""
+        """False while a compiler traces `x`, or where `x` holds no values (value checks are then skipped)."""
         return True
 
     has_compiler = False

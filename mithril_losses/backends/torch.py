@@ -55,7 +55,8 @@ class TorchAdapter(Adapter):
         return x.detach().cpu().numpy()
 
     def is_concrete(self, x):
-        return not torch.compiler.is_compiling()
+        # a "meta" tensor has a shape, dtype and device but no values, like a tracer
+        return not torch.compiler.is_compiling() and x.device.type != "meta"
 
     has_compiler = True
 

@@ -7,7 +7,7 @@ dtype and array type, on any backend.
 
 from __future__ import annotations
 
-from .. import _layers, _validation
+from .. import _layers, _numerics, _validation
 from .._loss import Loss
 from ..registry import LossSpec
 from .objectives import WeightedLoss
@@ -28,7 +28,7 @@ def l1_penalty_value(xp, params):
 
 def l1_penalty_vjp(xp, cotangent, params):
     # subgradient 0 at 0, as PyTorch's and Keras's L1
-    return {"params": _layers.map_layers(lambda _, x: cotangent * xp.sign(x), params)}
+    return {"params": _layers.map_layers(lambda _, x: cotangent * _numerics.sign(xp, x), params)}
 
 
 def l2_penalty_value(xp, params):

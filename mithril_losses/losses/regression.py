@@ -88,11 +88,11 @@ def l1_value(xp, input, target):
 
 def l1_vjp(xp, cotangent, input, target):
     # subgradient 0 at r = 0, as PyTorch
-    return _pair(cotangent * xp.sign(input - target))
+    return _pair(cotangent * _numerics.sign(xp, input - target))
 
 
 def l1_fused(xp, input, target):
-    return _residual_fused(xp, input, target, lambda r: (xp.abs(r), xp.sign(r)))
+    return _residual_fused(xp, input, target, lambda r: (xp.abs(r), _numerics.sign(xp, r)))
 
 
 register(LossSpec(
@@ -156,7 +156,7 @@ def _smooth_l1_terms(xp, r, beta):
     """(l, dl/dr) = (s (r - c / 2), s), s = c / beta, c = clip(r, -beta, beta): Huber's with delta = beta over
     beta; |r| and sign(r) for beta = 0."""
     if beta == 0:
-        return xp.abs(r), xp.sign(r)
+        return xp.abs(r), _numerics.sign(xp, r)
     c = xp.clip(r, min=-beta, max=beta)
     s = c / beta
     return s * (r - 0.5 * c), s
@@ -268,7 +268,7 @@ def mape_value(xp, input, target, *, epsilon):
 
 
 def mape_vjp(xp, cotangent, input, target, *, epsilon):
-    return {"input": cotangent * xp.sign(input - target) * _mape_scale(xp, target, epsilon)}
+    return {"input": cotangent * _numerics.sign(xp, input - target) * _mape_scale(xp, target, epsilon)}
 
 
 register(LossSpec(
@@ -299,10 +299,10 @@ def smape_vjp(xp, cotangent, input, target, *, epsilon):
     r = input - target
     d = xp.abs(input) + xp.abs(target) + epsilon
     n_over_d = xp.abs(r) / d
-    s = xp.sign(r)
+    s = _numerics.sign(xp, r)
     k = 200.0 * cotangent / d
-    return {"input": k * (s - n_over_d * xp.sign(input)),
-            "target": k * (-s - n_over_d * xp.sign(target))}
+    return {"input": k * (s - n_over_d * _numerics.sign(xp, input)),
+            "target": k * (-s - n_over_d * _numerics.sign(xp, target))}
 
 
 register(LossSpec(
@@ -419,7 +419,7 @@ register(LossSpec(
 
 def _pinball_residual(xp, input, target, quantile):
     if isinstance(quantile, tuple):
-        return xp.expand_dims(target, axis=-1) - input, xp.asarray(quantile, dtype=input.dtype)
+        return xp.expand_dims(target, axis=-1) - input, _numerics.constant(xp, quantile, input)
     return target - input, quantile
 
 
@@ -483,7 +483,7 @@ def mase_value(xp, input, target, insample, *, seasonality, epsilon):
 
 
 def mase_vjp(xp, cotangent, input, target, insample, *, seasonality, epsilon):
-    return {"input": cotangent * xp.sign(input - target) / _mase_scale(xp, insample, seasonality, epsilon)}
+    return {"input": cotangent * _numerics.sign(xp, input - target) / _mase_scale(xp, insample, seasonality, epsilon)}
 
 
 def _check_mase(xp, inputs, options, concrete):
@@ -532,7 +532,7 @@ def _normalise_vjp(xp, g, parts):
     # dL/du = g / s - sum(g u) / s^2 * sign(u) / P;  dL/dd = dL/du - dmedian/dd * sum(dL/du)
     u, s, dt = parts
     p = u.shape[-1]
-    du = g / s - xp.sum(g * u, axis=-1, keepdims=True) / (s * s) * xp.sign(u) / p
+    du = g / s - xp.sum(g * u, axis=-1, keepdims=True) / (s * s) * _numerics.sign(xp, u) / p
     return du - dt * xp.sum(du, axis=-1, keepdims=True)
 
 
@@ -548,7 +548,7 @@ def affine_invariant_fused(xp, input, target, *, epsilon):
     value = xp.mean(xp.abs(diff), axis=-1)
 
     def pullback(ct):
-        g = xp.expand_dims(ct, axis=-1) * xp.sign(diff) / p
+        g = xp.expand_dims(ct, axis=-1) * _numerics.sign(xp, diff) / p
         return {"input": xp.reshape(_normalise_vjp(xp, g, parts_x), input.shape),
                 "target": xp.reshape(_normalise_vjp(xp, -g, parts_y), target.shape)}
 

@@ -100,13 +100,13 @@ def _counts(xp, input, target, *, mode, from_logits, ignore_index, per_image, co
         labels = xp.reshape(target, (n, pixels))
         if ignore_index is None:
             m = None
-            ones = xp.ones(labels.shape, dtype=p.dtype)
-            t = _numerics.add_at_labels(xp, xp.zeros(p.shape, dtype=p.dtype), labels, ones, axis=1)
+            ones = xp.ones_like(labels, dtype=p.dtype)
+            t = _numerics.add_at_labels(xp, xp.zeros_like(p), labels, ones, axis=1)
         else:
             valid = labels != ignore_index
             m = xp.expand_dims(xp.astype(valid, p.dtype), axis=1)
             safe = xp.where(valid, labels, xp.zeros_like(labels))
-            t = _numerics.add_at_labels(xp, xp.zeros(p.shape, dtype=p.dtype), safe, m[:, 0, :], axis=1)
+            t = _numerics.add_at_labels(xp, xp.zeros_like(p), safe, m[:, 0, :], axis=1)
     else:
         y = xp.reshape(target, (n, c, pixels))
         if ignore_index is None:
@@ -606,7 +606,7 @@ def lovasz_softmax_fused(xp, input, target, *, classes, per_image, ignore_index,
     else:
         pg = p
     valid = None if ignore_index is None else xp.expand_dims(labels != ignore_index, axis=1)
-    ids = xp.reshape(xp.arange(c, dtype=labels.dtype), (1, c, 1))
+    ids = xp.reshape(xp.astype(_numerics.arange_like(xp, c, labels), labels.dtype), (1, c, 1))
     hit = xp.expand_dims(labels, axis=1) == ids
     fg = xp.astype(hit if valid is None else hit & valid, pg.dtype)
     errors = xp.abs(fg - pg)
@@ -626,7 +626,7 @@ def lovasz_softmax_fused(xp, input, target, *, classes, per_image, ignore_index,
     def pullback(ct):
         ct = ct if per_image else xp.expand_dims(ct, axis=0)
         k = xp.expand_dims(xp.expand_dims(ct, axis=-1) * share, axis=-1)
-        g = _unsort(xp, k * xp.where(kept, weights, xp.zeros_like(weights)), order) * xp.sign(pg - fg)
+        g = _unsort(xp, k * xp.where(kept, weights, xp.zeros_like(weights)), order) * _numerics.sign(xp, pg - fg)
         if not per_image:
             g = xp.permute_dims(xp.reshape(g, (c, n, pixels)), (1, 0, 2))
         if from_logits:

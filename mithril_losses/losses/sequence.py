@@ -60,7 +60,7 @@ def _layout(xp, log_probs, targets, input_lengths, target_lengths, blank):
         pos = offsets + xp.expand_dims(_numerics.arange_like(xp, width, targets), axis=0)
         pos = xp.clip(pos, min=0, max=max(total - 1, 0))
         labels = xp.reshape(xp.take(targets, xp.reshape(pos, (-1,)), axis=0), (n, width)) if width else \
-            xp.zeros((n, 0), dtype=targets.dtype)
+            xp.reshape(targets[:0], (n, 0))  # no labels at all, on the targets' device
     else:
         width = min(targets.shape[1], frames)
         labels = targets[:, :width]

@@ -153,7 +153,7 @@ register(LossSpec(
 def _multilabel_pairs(xp, input, target):
     """(z, w): z[j, i] = 1 - x_j + x_i and the pair weight w[j, i] = (times j is listed) * (i not listed)."""
     c = input.shape[-1]
-    classes = xp.arange(c)
+    classes = _numerics.arange_like(xp, c, input)
     # positions before the first negative entry are the row's list; later entries are ignored
     stop = xp.min(xp.where(target < 0, classes, c), axis=-1, keepdims=True)
     listed = _column(xp, classes < stop) & (_column(xp, target) == classes)  # [position, class]

@@ -87,7 +87,7 @@ def wasserstein_distance_fused(xp, u, v, *, p, axis):
         # the sorted positions go back to the samples through the ranks (inverse permutation)
         ct = _expand(xp, ct, axis)
         if p == 1:
-            g = ct * xp.sign(d) / n
+            g = ct * _numerics.sign(xp, d) / n
         else:
             g = ct * _numerics.safe_divide(xp, d, n * _expand(xp, value, axis))
         rank_u, rank_v = xp.argsort(order_u, axis=axis), xp.argsort(order_v, axis=axis)
