@@ -135,6 +135,18 @@ def test_update_markdown_replaces_only_the_results_section(tmp_path):
     assert page.read_text(encoding="utf-8") == f"intro\n{report.RESULTS_START}\n\nnew\n{report.RESULTS_END}\nreading\n"
 
 
+def test_update_markdown_puts_a_gpu_only_run_in_the_gpu_section(tmp_path):
+    page = tmp_path / "performance.md"
+    cpu = f"{report.RESULTS_START}\ncpu\n{report.RESULTS_END}\n"
+    page.write_text(f"{cpu}{report.GPU_RESULTS_START}\nold\n{report.GPU_RESULTS_END}\n", encoding="utf-8")
+    report.update_markdown(page, "\ngpu\n", gpu_only=True)
+    assert page.read_text(encoding="utf-8") == \
+        f"{cpu}{report.GPU_RESULTS_START}\n\ngpu\n{report.GPU_RESULTS_END}\n"
+    page.write_text(cpu, encoding="utf-8")
+    with pytest.raises(SystemExit, match="bench-results-gpu"):
+        report.update_markdown(page, "x", gpu_only=True)
+
+
 # --------------------------------------------------------------------------- like with like
 
 _SMALL = {2: (6, 5), 3: (12, 3, 5), None: (6, 5)}

@@ -30,8 +30,8 @@ from pathlib import Path
 import mithril_losses as mlo
 
 from .cases import CASES, CASES_BY_KEY, Case, shape_elements
-from .report import (DOCS_PAGE, format_markdown, format_row, format_table, format_targets, machine, machine_line,
-                     targets, update_markdown)
+from .report import (DOCS_PAGE, device_group, format_markdown, format_row, format_table, format_targets, machine,
+                     machine_line, targets, update_markdown)
 from .runner import BACKENDS, MODES, Row, discover_devices, installed, run_case, torch_compile_backend
 
 __all__ = ["CASES", "Case", "Row", "build_parser", "main", "run_case", "targets"]
@@ -71,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--markdown", metavar="PATH", help="write the results as Markdown tables")
     parser.add_argument("--update-docs", metavar="PATH", nargs="?", const=str(DOCS_PAGE),
                         help="replace the results section of this Markdown file (default: the checkout's "
-                             "docs/performance.md)")
+                             "docs/performance.md); a run on GPUs alone replaces its GPU section")
     return parser
 
 
@@ -162,7 +162,8 @@ def main(argv=None) -> int:
     if args.markdown:
         Path(args.markdown).write_text(markdown, encoding="utf-8")
     if args.update_docs:
-        update_markdown(Path(args.update_docs), "\n" + markdown + "\n")
+        gpu_only = bool(rows) and all(device_group(r.device) == "GPU" for r in rows)
+        update_markdown(Path(args.update_docs), "\n" + markdown + "\n", gpu_only=gpu_only)
         print(f"updated {args.update_docs}")
     return 0
 

@@ -15,6 +15,8 @@ from .runner import Row, installed
 
 DOCS_PAGE = Path(__file__).resolve().parent.parent.parent / "docs" / "performance.md"
 RESULTS_START, RESULTS_END = "<!-- bench-results:start -->", "<!-- bench-results:end -->"
+# a run on GPUs alone (`--devices cuda,gpu`, on a GPU machine) has its own section, beside a CPU run's
+GPU_RESULTS_START, GPU_RESULTS_END = "<!-- bench-results-gpu:start -->", "<!-- bench-results-gpu:end -->"
 
 
 # --------------------------------------------------------------------------- machine
@@ -217,10 +219,12 @@ def format_markdown(rows, info: dict, *, command: str = "", notes=(), compile_ba
     return "\n".join(lines)
 
 
-def update_markdown(path: Path, body: str) -> None:
-    """Replace the results section of ``path`` (between the bench-results markers) with ``body``."""
+def update_markdown(path: Path, body: str, *, gpu_only: bool = False) -> None:
+    """Replace the results section of ``path`` (between the bench-results markers, or the GPU section's for a
+    run on GPUs alone) with ``body``."""
+    start, end = (GPU_RESULTS_START, GPU_RESULTS_END) if gpu_only else (RESULTS_START, RESULTS_END)
     text = path.read_text(encoding="utf-8")
-    i, j = text.find(RESULTS_START), text.find(RESULTS_END)
+    i, j = text.find(start), text.find(end)
     if i < 0 or j < i:
-        raise SystemExit(f"{path}: markers {RESULTS_START} ... {RESULTS_END} not found.")
-    path.write_text(text[: i + len(RESULTS_START)] + "\n" + body + text[j:], encoding="utf-8")
+        raise SystemExit(f"{path}: markers {start} ... {end} not found.")
+    path.write_text(text[: i + len(start)] + "\n" + body + text[j:], encoding="utf-8")
