@@ -493,3 +493,49 @@ def test_a_missing_framework_names_the_extra_to_install():
     first, message = out.stdout.strip().splitlines()
     assert first == "False"
     assert "'mlx' backend" in message and "pip install 'mithril-losses[mlx]'" in message
+
+
+@pytest.mark.parametrize("dtype", ["int64", "float32"])
+def test_value_checks_read_cpu_arrays_through_numpy_with_the_same_result(backend, dtype):
+    from mithril_losses.backends import get_adapter
+
+    a = np.array([[0, 2, 1], [1, 0, 2]], dtype=dtype)
+    values = get_adapter(backend).host_values(native(backend, a))
+    if backend == "array_api_strict":  # checked with its own operations
+        assert values is None
+    else:
+        assert isinstance(values, np.ndarray) and values.dtype == a.dtype
+        np.testing.assert_array_equal(values, a)
+    # the message is the same whichever namespace read the values
+    logits = native(backend, np.zeros((2, 3), np.float32))
+    for bad, shown in ((np.array([1, 3]), "got 3"), (np.array([-2, 0]), "got -2")):
+        with pytest.raises(ValueError, match=f"`target` must hold class indices in \\[0, 3\\).*; {shown}\\."):
+            mlo.get("cross_entropy")(logits, native(backend, bad))
+
+
+@requires("torch")
+def test_value_checks_leave_tensors_without_host_values_on_the_device():
+    import torch
+
+    from mithril_losses.backends import get_adapter
+
+    adapter = get_adapter("torch")
+    assert adapter.host_values(torch.zeros(3, device="meta")) is None
+    assert adapter.host_values(torch.zeros(3, dtype=torch.bfloat16)) is None  # NumPy has no bfloat16
+    with pytest.raises(ValueError, match="in \\[0, 1\\]; got a value of 2.0"):
+        mlo.get("binary_cross_entropy")(torch.full((2,), 0.5, dtype=torch.bfloat16),
+                                        torch.tensor([1.0, 2.0], dtype=torch.bfloat16))
+
+
+@requires("jax")
+def test_value_checks_are_skipped_for_jax_tracers_and_run_on_concrete_arrays():
+    import jax
+    import jax.numpy as jnp
+
+    from mithril_losses.backends import get_adapter
+
+    seen = []
+    jax.jit(lambda x: seen.append(get_adapter("jax").host_values(x)) or x)(jnp.zeros(3))
+    assert seen == [None]
+    with pytest.raises(ValueError, match="got 5"):
+        mlo.get("cross_entropy")(jnp.zeros((2, 3)), jnp.asarray([0, 5]))

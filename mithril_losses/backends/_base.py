@@ -7,6 +7,9 @@ import numpy as np
 from .. import _validation
 
 FLOAT_DTYPES = ("float16", "bfloat16", "float32", "float64")
+# an array up to this size on a GPU is copied to the host for a value check: one transfer, where checking it on
+# the device launches several kernels and waits for them anyway
+HOST_CHECK_ELEMENTS = 1 << 16
 
 
 class Adapter:
@@ -61,6 +64,11 @@ class Adapter:
     def to_device(self, x, device):
         """`x`, an array of this library, moved to `device`."""
         return self.asarray(self.to_numpy(x), device=device)
+
+    def host_values(self, x) -> np.ndarray | None:
+        """`x`'s values as a NumPy array where a value check reads them faster there than with the library's
+        own operations (on the CPU, or a small array on a GPU), else None: the check runs on the device."""
+        return None
 
     # -- tracing, compiling, autodiff ----------------------------------------
     def is_concrete(self, x) -> bool:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._base import Adapter
+from ._base import HOST_CHECK_ELEMENTS, Adapter
 
 
 class JaxAdapter(Adapter):
@@ -77,6 +77,12 @@ class JaxAdapter(Adapter):
 
     def to_numpy(self, x):
         return np.asarray(x)
+
+    def host_values(self, x):
+        if not self.is_concrete(x) or not (x.size <= HOST_CHECK_ELEMENTS or self.device_of(x) == "cpu"):
+            return None
+        values = np.asarray(x)
+        return values if values.dtype.kind in "biuf" else None  # bfloat16 (ml_dtypes): checked by JAX
 
     def is_concrete(self, x):
         import jax

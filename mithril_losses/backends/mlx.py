@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from ._base import Adapter
+from ._base import HOST_CHECK_ELEMENTS, Adapter
 
 
 class MLXNamespace:
@@ -137,6 +137,13 @@ class MLXAdapter(Adapter):
 
     def to_numpy(self, x):
         return np.array(x)
+
+    def host_values(self, x):
+        import mlx.core as mx
+
+        if x.size > HOST_CHECK_ELEMENTS or x.dtype == mx.bfloat16 or not self.is_concrete(x):
+            return None
+        return self.to_numpy(x)
 
     def is_concrete(self, x):
         import mlx.core as mx
