@@ -102,18 +102,33 @@ register(LossSpec(
 # --------------------------------------------------------------------------- binary_cross_entropy_with_logits
 
 
+def _logistic(xp, x):
+    """(-x, n, m, a, b, e, tail, den) of logits x: n = min(x, 0), m = min(-x, 0), a = e^n, b = e^m, e = ab = e^-|x|,
+    tail = log1p(e), den = 1 + e, so that s(x) = a / den, s(-x) = b / den, sp(x) = tail - m, sp(-x) = tail - n.
+
+    Every exponent is <= 0, so each part is exact to a few ulps for any finite x (no overflow, no cancellation).
+    """
+    x_neg = -x
+    n, m = xp.minimum(x, 0.0), xp.minimum(x_neg, 0.0)
+    a, b = xp.exp(n), xp.exp(m)
+    e = a * b  # one factor is 1
+    return x_neg, n, m, a, b, e, xp.log1p(e), 1.0 + e
+
+
 def _bce_logits_parts(xp, input, target, pos_weight):
-    sp_pos, sp_neg, sig, sig_neg = _numerics.sigmoid_terms(xp, input)
+    x_neg, n, m, a, b, _, tail, den = _logistic(xp, input)
+    sp_pos, sp_neg = tail - m, tail - n
+    w = 1.0 - target
     pt = target if pos_weight is None else pos_weight * target
-    return (1.0 - target) * sp_pos + pt * sp_neg, sp_pos, sp_neg, sig, sig_neg, pt
+    return w * sp_pos + pt * sp_neg, (x_neg, a, b, den, sp_pos, sp_neg, w, pt)
 
 
-def _bce_logits_slopes(xp, input, target, pos_weight, sp_pos, sp_neg, sig, sig_neg, pt):
+def _bce_logits_slopes(pos_weight, parts):
     # l = (1 - t) sp(x) + p t sp(-x), p = pos_weight (1 if None):
     # dl/dx = (1 - t) s(x) - p t s(-x)  (= s(x) - t for p = 1, without its cancellation at large |x|);
     # dl/dt = -sp(x) + p sp(-x)  (= -x for p = 1)
-    d_input = (1.0 - target) * sig - pt * sig_neg
-    return d_input, -input if pos_weight is None else pos_weight * sp_neg - sp_pos
+    x_neg, a, b, den, sp_pos, sp_neg, w, pt = parts
+    return (w * a - pt * b) / den, x_neg if pos_weight is None else pos_weight * sp_neg - sp_pos
 
 
 def bce_with_logits_value(xp, input, target, pos_weight=None):
@@ -122,16 +137,15 @@ def bce_with_logits_value(xp, input, target, pos_weight=None):
 
 
 def bce_with_logits_vjp(xp, cotangent, input, target, pos_weight=None):
-    _, *parts = _bce_logits_parts(xp, input, target, pos_weight)
-    d_input, d_target = _bce_logits_slopes(xp, input, target, pos_weight, *parts)
+    d_input, d_target = _bce_logits_slopes(pos_weight, _bce_logits_parts(xp, input, target, pos_weight)[1])
     return {"input": cotangent * d_input, "target": cotangent * d_target}
 
 
 def bce_with_logits_fused(xp, input, target, pos_weight=None):
     # one pass forward gives the value and both slopes; the pullback scales the slopes in place
     def forward(x, t, p=None):
-        value, *parts = _bce_logits_parts(xp, x, t, p)
-        return (value, *_bce_logits_slopes(xp, x, t, p, *parts))
+        value, parts = _bce_logits_parts(xp, x, t, p)
+        return (value, *_bce_logits_slopes(p, parts))
 
     arrays = (input, target) if pos_weight is None else (input, target, pos_weight)
     value, *slopes = _numerics.map_chunks(xp, forward, *arrays)
@@ -187,38 +201,35 @@ register(LossSpec(
     literature=("torch.nn.functional.binary_cross_entropy_with_logits",),
     notes=("`pos_weight` (optional, no gradient) multiplies the positive term and broadcasts to the input by "
            "NumPy rules, as PyTorch's: shape (C,) weighs the classes of an (N, C) input. Written with two "
-           "softplus terms sharing one exp(-|x|), so values and gradients are finite and exact for |x| up to "
-           "1e9 and beyond. A weighted mean divides by the element count, as PyTorch."),
+           "softplus terms and both sigmoids from exp(min(x, 0)) and exp(min(-x, 0)), whose exponents are never "
+           "positive, so values and gradients are finite and exact for |x| up to 1e9 and beyond. A weighted mean "
+           "divides by the element count, as PyTorch."),
 ))
 
 
 # --------------------------------------------------------------------------- focal
 
 
-def _log_or_neg_inf(xp, v, positive):
-    return xp.where(positive, xp.log(xp.where(positive, v, 1.0)), -float("inf"))
-
-
 def _focal_parts(xp, input, target, gamma, alpha):
-    sp_pos, sp_neg, sig, sig_neg = _numerics.sigmoid_terms(xp, input)
-    ce = (1.0 - target) * sp_pos + target * sp_neg
-    # q = 1 - p_t = (1 - t) s(x) + t s(-x), in log space: log q = logaddexp(log(1-t) + log s(x), log t + log s(-x));
-    # a hard target leaves one term (-inf for the other), so q never underflows to a 0 that q^(gamma-1) would divide
-    log_q = xp.logaddexp(_log_or_neg_inf(xp, 1.0 - target, target < 1) - sp_neg,
-                         _log_or_neg_inf(xp, target, target > 0) - sp_pos)
-    focal = xp.exp(gamma * log_q)
-    scale = alpha * target + (1.0 - alpha) * (1.0 - target) if _balanced(alpha) else 1.0
-    return scale * ce * focal, (sp_pos, sp_neg, sig, sig_neg, ce, log_q, focal, scale)
+    _, n, m, a, b, e, tail, den = _logistic(xp, input)
+    w = 1.0 - target
+    ce = w * (tail - m) + target * (tail - n)
+    # q = 1 - p_t = (w a + t b) / den, w = 1 - t, its numerator floored at the dtype's smallest normal number: it never
+    # underflows to a 0 that q^(gamma-1) would divide (a hard target at |x| beyond ~87 in float32); where the floor
+    # holds, the outputs are themselves below that number (each carries a factor sp(-|x|) or s(-|x|), as q does)
+    wa, tb = w * a, target * b
+    q_den = xp.maximum(wa + tb, float(xp.finfo(w.dtype).smallest_normal))
+    focal = (q_den / den) ** gamma
+    weight = focal * ((1.0 - alpha) + (2.0 * alpha - 1.0) * target) if _balanced(alpha) else focal
+    return weight * ce, (e, den, w, ce, wa, tb, q_den, weight)
 
 
-def _focal_slope(xp, target, gamma, parts):
-    # l = a_t ce q^g with dce/dx = s(x) - t and dq/dx = (1 - 2t) s(x) s(-x):
-    # dl/dx = a_t [(s(x) - t) q^g + g (1 - 2t) ce q^g s(x) s(-x) / q], the last ratio in log space (it is <= 1);
-    # s(x) - t = (1 - t) s(x) - t s(-x) keeps its few significant digits where s(x) rounds to 1
-    sp_pos, sp_neg, sig, sig_neg, ce, log_q, focal, scale = parts
-    ratio = xp.exp(gamma * log_q - log_q - sp_pos - sp_neg)
-    dce = (1.0 - target) * sig - target * sig_neg
-    return scale * (dce * focal + gamma * (1.0 - 2.0 * target) * ce * ratio)
+def _focal_slope(target, gamma, parts):
+    # l = a_t ce q^g with dce/dx = (1 - t) s(x) - t s(-x) (= s(x) - t without its cancellation where s(x) rounds
+    # to 1) and dq/dx = (1 - 2t) s(x) s(-x):
+    # dl/dx = a_t q^g [dce + g (1 - 2t) ce r], r = s(x) s(-x) / q = e / (den^2 q) <= 1
+    e, den, w, ce, wa, tb, q_den, weight = parts
+    return weight * ((wa - tb) / den + gamma * (w - target) * ce * (e / (den * q_den)))
 
 
 def focal_value(xp, input, target, *, gamma, alpha):
@@ -227,14 +238,14 @@ def focal_value(xp, input, target, *, gamma, alpha):
 
 
 def focal_vjp(xp, cotangent, input, target, *, gamma, alpha):
-    return {"input": cotangent * _focal_slope(xp, target, gamma, _focal_parts(xp, input, target, gamma, alpha)[1])}
+    return {"input": cotangent * _focal_slope(target, gamma, _focal_parts(xp, input, target, gamma, alpha)[1])}
 
 
 def focal_fused(xp, input, target, *, gamma, alpha):
     # one pass forward gives the value and the slope; the pullback scales the slope in place
     def forward(x, t):
         value, parts = _focal_parts(xp, x, t, gamma, alpha)
-        return value, _focal_slope(xp, t, gamma, parts)
+        return value, _focal_slope(t, gamma, parts)
 
     value, slope = _numerics.map_chunks(xp, forward, input, target)
     take_slope = _numerics.once(slope, lambda: forward(input, target)[1])
@@ -289,9 +300,10 @@ register(LossSpec(
     references={"optax": Reference("optax.losses.sigmoid_focal_loss", _optax_focal)},
     option_cases=({}, {"gamma": 0.5, "alpha": None}, {"gamma": 0.0, "alpha": 0.5}, {"gamma": 3.0, "alpha": 0.9}),
     literature=("Lin et al., Focal Loss for Dense Object Detection (2017); torchvision.ops.sigmoid_focal_loss",),
-    notes=("`input` holds logits, `target` labels in [0, 1] (soft labels allowed). The focal weight is computed "
-           "in log space, log(1 - p_t) from log-sigmoid terms, so gamma < 1 gives finite gradients even where "
-           "1 - p_t underflows (logits of +-100)."),
+    notes=("`input` holds logits, `target` labels in [0, 1] (soft labels allowed). 1 - p_t is formed from "
+           "sigmoid terms exact for any logit and floored at the dtype's smallest normal number, so it never "
+           "underflows to 0 and gamma < 1 gives finite gradients even at logits of +-1e9 (the floor changes only "
+           "results that are themselves below that number)."),
 ))
 
 

@@ -67,18 +67,19 @@ def _kl_div_parts(xp, input, target, log_target):
     if log_target:
         p = xp.exp(target)
         # e^t (t - x); a zero probability (t = -inf, e^t = 0) adds exactly 0 (PyTorch: NaN)
-        return _numerics.xlog(xp, p, target - input), p, None
-    log_t = _numerics.log_or_zero(xp, target)
+        return p * xp.where(p == 0, p, target - input), p, None
     # t log t - t x, with t = 0 adding exactly 0, also at a -inf (masked) x
-    return _numerics.xlog(xp, target, log_t - input), target, log_t
+    zero = target == 0
+    log_ratio = xp.log(xp.where(zero, 1.0, target)) - input
+    return target * xp.where(zero, target, log_ratio), zero, log_ratio
 
 
-def _kl_div_slopes(xp, input, target, log_target, p, log_t):
+def _kl_div_slopes(xp, target, log_target, value, p_or_zero, log_ratio):
     if log_target:
-        # d/dx = -e^t;  d/dt = e^t (t - x + 1), 0 where e^t = 0
-        return -p, _numerics.xlog(xp, p, target - input + 1.0)
+        # d/dx = -e^t;  d/dt = e^t (t - x + 1) = value + e^t, 0 where e^t = 0
+        return -p_or_zero, value + p_or_zero
     # d/dx = -t;  d/dt = log t + 1 - x, which is -inf at t = 0: NaN there, as PyTorch's autograd (0 / 0)
-    return -target, _nan_where_zero(xp, target, log_t + 1.0 - input)
+    return -target, xp.where(p_or_zero, math.nan, log_ratio + 1.0)
 
 
 def kl_div_value(xp, input, target, *, log_target):
@@ -87,16 +88,15 @@ def kl_div_value(xp, input, target, *, log_target):
 
 
 def kl_div_vjp(xp, cotangent, input, target, *, log_target):
-    _, p, log_t = _kl_div_parts(xp, input, target, log_target)
-    d_input, d_target = _kl_div_slopes(xp, input, target, log_target, p, log_t)
+    d_input, d_target = _kl_div_slopes(xp, target, log_target, *_kl_div_parts(xp, input, target, log_target))
     return {"input": cotangent * d_input, "target": cotangent * d_target}
 
 
 def kl_div_fused(xp, input, target, *, log_target):
     # one pass forward gives the value and both slopes; the pullback scales the slopes in place
     def forward(x, t):
-        value, p, log_t = _kl_div_parts(xp, x, t, log_target)
-        return (value, *_kl_div_slopes(xp, x, t, log_target, p, log_t))
+        parts = _kl_div_parts(xp, x, t, log_target)
+        return (parts[0], *_kl_div_slopes(xp, t, log_target, *parts))
 
     value, *slopes = forward(input, target)
     take_slopes = _numerics.once(slopes, lambda: forward(input, target)[1:])
