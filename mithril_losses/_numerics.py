@@ -94,7 +94,7 @@ def logsumexp_parts(xp, x, axis):
 
 
 def softmax_and_log_softmax_at(xp, x, labels, axis):
-    """(p, l): p = softmax(x) along ``axis`` as in ``softmax_parts``, l = log p at the integer ``labels``.
+    """(p, l): p = softmax(x) along ``axis`` as in ``softmax_parts``, l = log p at the ``labels`` (in [0, C)).
 
     PyTorch: its fused log_softmax kernel, then p = exp(log p) in the same buffer (two passes over the
     logits' size, no reduction kernels); elsewhere from ``softmax_parts``, l = (x_y - m) - log_s.
@@ -103,30 +103,30 @@ def softmax_and_log_softmax_at(xp, x, labels, axis):
         import torch
 
         log_p = torch.log_softmax(x, axis)
-        at = take_labels(xp, log_p, labels, axis)
+        at = take_labels(xp, log_p, labels, axis, in_range=True)
         return (log_p.exp_() if writes_in_place(xp, x) else torch.exp(log_p)), at
     p, m, log_s = softmax_parts(xp, x, axis)
     return p, log_softmax_from_parts(xp, x, labels, axis, m, log_s)
 
 
 def log_softmax_at(xp, x, labels, axis):
-    """log softmax(x) along ``axis`` at the integer ``labels`` (PyTorch: its log_softmax kernel; elsewhere from
+    """log softmax(x) along ``axis`` at the ``labels`` in [0, C) (PyTorch: its log_softmax kernel; elsewhere from
     ``logsumexp_parts``, so NumPy needs only a chunk of scratch)."""
     if array_api_compat.is_torch_namespace(xp):
         import torch
 
-        return take_labels(xp, torch.log_softmax(x, axis), labels, axis)
+        return take_labels(xp, torch.log_softmax(x, axis), labels, axis, in_range=True)
     return log_softmax_from_parts(xp, x, labels, axis, *logsumexp_parts(xp, x, axis))
 
 
 def log_softmax_from_parts(xp, x, labels, axis, m, log_s):
-    """log softmax(x) at the integer ``labels`` along ``axis`` from ``softmax_parts``'s m and log_s."""
-    return (take_labels(xp, x, labels, axis) - xp.squeeze(m, axis=axis)) - xp.squeeze(log_s, axis=axis)
+    """log softmax(x) at the ``labels`` (in [0, C)) along ``axis`` from ``softmax_parts``'s m and log_s."""
+    return (take_labels(xp, x, labels, axis, in_range=True) - xp.squeeze(m, axis=axis)) - xp.squeeze(log_s, axis=axis)
 
 
 def _finite_max(xp, x, axis):
     m = xp.max(x, axis=axis, keepdims=True)
-    return xp.where(xp.isfinite(m), m, xp.zeros_like(m))
+    return xp.where(xp.isfinite(m), m, 0.0)
 
 
 def _numpy_softmax_rows(x, axis, p):
@@ -147,11 +147,11 @@ def _numpy_softmax_rows(x, axis, p):
         for start in range(0, n, rows):
             xc, mc, sc = x[start:start + rows], m[start:start + rows], s[start:start + rows]
             ec = out[start:start + rows] if p is not None else out[:xc.shape[0]]
-            np.max(xc, axis=axis, keepdims=True, out=mc)
+            np.maximum.reduce(xc, axis=axis, keepdims=True, out=mc)  # np.max, without its wrapper's microseconds
             mc[~np.isfinite(mc)] = 0
             np.subtract(xc, mc, out=ec)
             np.exp(ec, out=ec)
-            np.sum(ec, axis=axis, keepdims=True, out=sc)
+            np.add.reduce(ec, axis=axis, keepdims=True, out=sc)
             if p is not None:
                 np.divide(ec, sc, out=ec)
         return m, np.log(s)
@@ -160,7 +160,7 @@ def _numpy_softmax_rows(x, axis, p):
 def scale_slices(xp, buffer, scale, axis):
     """``buffer`` times ``scale`` (buffer's shape without ``axis``) along ``axis``; written into ``buffer`` (one the
     loss allocated) wherever ``writes_in_place``."""
-    k = xp.astype(xp.expand_dims(scale, axis=axis), buffer.dtype)
+    k = _as_dtype_of(xp, xp.expand_dims(scale, axis=axis), buffer)
     if not writes_in_place(xp, buffer, scale):
         return buffer * k
     buffer *= k
@@ -172,12 +172,16 @@ def zero_slices(xp, buffer, keep, axis):
     False, even where it holds NaN or inf; wherever ``writes_in_place`` only those slices are written."""
     if not writes_in_place(xp, buffer, keep):
         return xp.where(xp.expand_dims(keep, axis=axis), buffer, xp.zeros_like(buffer))
-    dropped = ~keep
     if array_api_compat.is_torch_namespace(xp) and buffer.device.type != "cpu":  # no host sync: one masked pass
-        return buffer.masked_fill_(xp.expand_dims(dropped, axis=axis), 0)
-    if xp.any(dropped):  # PyTorch's masked write costs a pass over the buffer even when it writes nothing
-        xp.moveaxis(buffer, axis, -1)[dropped] = 0
+        return buffer.masked_fill_(xp.expand_dims(~keep, axis=axis), 0)
+    if not xp.all(keep):  # PyTorch's masked write costs a pass over the buffer even when it writes nothing
+        xp.moveaxis(buffer, axis, -1)[~keep] = 0
     return buffer
+
+
+def _as_dtype_of(xp, x, like):
+    """``x`` in ``like``'s dtype, itself where it already is (the standard's astype copies)."""
+    return x if x.dtype == like.dtype else xp.astype(x, like.dtype)
 
 
 def add_to_rows(buffer, a, c, part):
@@ -190,9 +194,19 @@ def add_to_rows(buffer, a, c, part):
     return buffer
 
 
-def take_labels(xp, x, labels, axis):
-    """Entries of ``x`` at integer ``labels`` along ``axis`` (labels have x's shape without that axis)."""
+def take_labels(xp, x, labels, axis, *, in_range=False):
+    """Entries of ``x`` at integer ``labels`` along ``axis`` (labels have x's shape without that axis).
+
+    ``in_range``: the labels are known to lie in [0, n) (validated class indices), so PyTorch gathers directly,
+    without array-api-compat's wrapping of negative indices (four more kernels).
+    """
+    if array_api_compat.is_numpy_namespace(xp):  # a fancy index: NumPy's take_along_axis costs microseconds
+        import numpy as np
+
+        return np.asarray(x[_label_index(np, labels, axis)])  # an array, also where labels are 0-d
     index = xp.expand_dims(as_index(xp, labels), axis=axis)
+    if in_range and array_api_compat.is_torch_namespace(xp):
+        return xp.squeeze(x.gather(axis, index), axis=axis)
     return xp.squeeze(xp.take_along_axis(x, index, axis=axis), axis=axis)
 
 
@@ -203,30 +217,31 @@ def add_at_labels(xp, buffer, labels, values, axis):
     place; JAX and MLX use their scatter; others fall back to a comparison
     with the class index, which costs a boolean temporary of buffer's shape.
     """
+    if array_api_compat.is_numpy_namespace(xp):  # one entry per slice: no index repeats
+        import numpy as np
+
+        buffer[_label_index(np, labels, axis)] += values
+        return buffer
     labels = as_index(xp, labels)
     index = xp.expand_dims(labels, axis=axis)
     update = xp.expand_dims(values, axis=axis)
-    if array_api_compat.is_numpy_namespace(xp):
-        import numpy as np
-
-        np.put_along_axis(buffer, index, np.take_along_axis(buffer, index, axis=axis) + update, axis=axis)
-        return buffer
     if array_api_compat.is_torch_namespace(xp):
-        return buffer.scatter_add_(axis, index, xp.astype(update, buffer.dtype))
+        return buffer.scatter_add_(axis, index, _as_dtype_of(xp, update, buffer))
     if array_api_compat.is_jax_namespace(xp):
-        return buffer.at[_jax_index(buffer.shape, labels, axis)].add(values)
+        import jax.numpy as jnp
+
+        return buffer.at[_label_index(jnp, labels, axis)].add(values)
     if hasattr(xp, "put_along_axis"):  # mlx
         return xp.put_along_axis(buffer, index, xp.take_along_axis(buffer, index, axis=axis) + update, axis=axis)
     classes = xp.reshape(arange_like(xp, buffer.shape[axis], buffer), (-1,) + (1,) * (buffer.ndim - axis % buffer.ndim - 1))
     return xp.where(classes == index, buffer + update, buffer)
 
 
-def _jax_index(shape, labels, axis):
-    import jax.numpy as jnp
-
-    axis = axis % len(shape)
-    grids = list(jnp.indices(labels.shape, sparse=True))
-    return tuple(grids[:axis]) + (labels,) + tuple(grids[axis:])
+def _label_index(np_like, labels, axis):
+    """The index (a tuple of arrays, NumPy's or JAX's ``np_like``) of the entries at ``labels`` along ``axis``."""
+    axis = axis % (labels.ndim + 1)
+    grids = np_like.indices(labels.shape, sparse=True)
+    return (*grids[:axis], labels, *grids[axis:])
 
 
 def sigmoid_terms(xp, x):
@@ -258,16 +273,18 @@ def zero_at_labels(xp, buffer, labels, axis):
     computed; the others return a new array (PyTorch out of place, so that its
     autograd can differentiate a value function through it).
     """
-    index = xp.expand_dims(labels, axis=axis)
     if array_api_compat.is_numpy_namespace(xp):
         import numpy as np
 
-        np.put_along_axis(buffer, index, 0, axis=axis)
+        buffer[_label_index(np, labels, axis)] = 0
         return buffer
+    index = xp.expand_dims(labels, axis=axis)
     if array_api_compat.is_torch_namespace(xp):
         return buffer.scatter(axis, index, 0.0)
     if array_api_compat.is_jax_namespace(xp):
-        return buffer.at[_jax_index(buffer.shape, labels, axis)].set(0)
+        import jax.numpy as jnp
+
+        return buffer.at[_label_index(jnp, labels, axis)].set(0)
     if hasattr(xp, "put_along_axis"):  # mlx
         return xp.put_along_axis(buffer, index, xp.zeros_like(index, dtype=buffer.dtype), axis=axis)
     classes = xp.reshape(arange_like(xp, buffer.shape[axis], buffer), (-1,) + (1,) * (buffer.ndim - axis % buffer.ndim - 1))
@@ -282,6 +299,10 @@ def xlog(xp, x, log_y):
 
 def take_table(xp, table, indices):
     """``table[indices]`` for a 1-D ``table`` (e.g. class weights) and integer ``indices`` of any shape."""
+    if array_api_compat.is_torch_namespace(xp):  # one kernel, where array-api-compat's take wraps negative indices
+        import torch
+
+        return torch.take(table, as_index(xp, indices))
     flat = xp.take(table, xp.reshape(indices, (-1,)), axis=0)
     return xp.reshape(flat, tuple(indices.shape))
 
@@ -315,9 +336,7 @@ def log_softmax_complement(xp, x, axis):
     log(1 - p) = -200, not -inf). Elsewhere log(1 - p) = log1p(-p). A -inf
     logit gives (-inf, 0).
     """
-    m = xp.max(x, axis=axis, keepdims=True)
-    m = xp.where(xp.isfinite(m), m, xp.zeros_like(m))
-    z = x - m
+    z = x - _finite_max(xp, x, axis)
     e = xp.exp(z)
     rest = xp.sum(xp.where(z == 0, xp.zeros_like(e), e), axis=axis, keepdims=True)
     log_p = z - xp.log(xp.sum(e, axis=axis, keepdims=True))
@@ -470,8 +489,7 @@ def shifted_logits(xp, x, axis):
     logsumexp at the magnitude of x (float32 logits of 5e4 lose log 2 to a step of 0.004). A row of only
     -inf gives z = -inf and log s = -inf.
     """
-    m = xp.max(x, axis=axis, keepdims=True)
-    z = x - xp.where(xp.isfinite(m), m, xp.zeros_like(m))
+    z = x - _finite_max(xp, x, axis)
     return z, xp.log(xp.sum(xp.exp(z), axis=axis, keepdims=True))
 
 

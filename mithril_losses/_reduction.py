@@ -42,7 +42,7 @@ def reduce(xp, loss, *, reduction, weight=None, where=None, axis=None, weighted_
         scale = xp.astype(per_element(xp, weight, shape), loss.dtype)
     if where is not None:
         mask = per_element(xp, where, shape)
-        loss = xp.where(mask, loss, xp.zeros_like(loss))
+        loss = xp.where(mask, loss, 0.0)
         mask = xp.astype(mask, loss.dtype)
         scale = mask if scale is None else scale * mask
     else:
@@ -63,13 +63,13 @@ def reduce(xp, loss, *, reduction, weight=None, where=None, axis=None, weighted_
         if mean_weights is not None:
             # where counted is 0 (masked out), a non-finite weight of its own must not give 0 * inf
             counted = mean_weights if counted is None else \
-                xp.where(counted != 0, mean_weights * counted, xp.zeros_like(counted))
+                xp.where(counted != 0, mean_weights * counted, 0.0)
         divisor = _count(xp, counted, shape, axes)
     out = total if divisor is None else total / divisor
 
     def pullback(ct):
-        if divisor is not None:
-            ct = ct / divisor
+        if divisor is not None:  # divide, not /: PyTorch's float / tensor is two kernels (reciprocal, mul)
+            ct = ct / divisor if isinstance(divisor, float) else xp.divide(ct, divisor)
         if not isinstance(ct, float):
             ct = xp.reshape(ct, tuple(1 if i in axes else n for i, n in enumerate(shape)))
         return _spread(xp, ct, scale, loss)
@@ -100,4 +100,4 @@ def _count(xp, scale, shape, axes):
             n *= shape[a]
         return float(max(n, 1))
     total = xp.sum(scale if tuple(scale.shape) == shape else xp.broadcast_to(scale, shape), axis=axes)
-    return xp.where(total == 0, xp.ones_like(total), total)
+    return xp.where(total == 0, 1.0, total)

@@ -23,7 +23,7 @@ FAMILY = "classification"
 
 
 def _is_index(xp, target) -> bool:
-    return xp.isdtype(target.dtype, "integral")
+    return _validation._isdtype(xp, target.dtype, "integral")
 
 
 def _expand(xp, v, axis):
@@ -51,10 +51,15 @@ def _class_view(xp, w, ndim, axis):
     return xp.reshape(w, (-1,) + (1,) * (ndim - axis - 1))
 
 
+def _labels(xp, target, ignore_index):
+    """(labels: the class indices with ignored targets set to 0, valid: the targets not ignored)."""
+    valid = target != ignore_index
+    return _numerics.as_index(xp, xp.where(valid, target, 0)), valid
+
+
 def _label_weights(xp, target, weight, ignore_index, dtype):
     """(labels with ignored entries set to 0, per-sample weight w[y] (1 without weights) and 0 where ignored)."""
-    valid = target != ignore_index
-    labels = _numerics.as_index(xp, xp.where(valid, target, xp.zeros_like(target)))
+    labels, valid = _labels(xp, target, ignore_index)
     w = xp.astype(valid, dtype)
     if weight is not None:  # where, not a product: an ignored target reads weight[0], which may be NaN or inf
         w = xp.where(valid, _numerics.take_table(xp, weight, labels), w)
@@ -66,6 +71,8 @@ def _torch_mean_weights(xp, input, target, weight=None, *, ignore_index, **optio
     # over probability targets by the count, as the engine does without these weights
     if not _is_index(xp, target):
         return None
+    if weight is None:  # the count of the targets not ignored
+        return xp.astype(target != ignore_index, input.dtype)
     return _label_weights(xp, target, weight, ignore_index, input.dtype)[1]
 
 
@@ -91,42 +98,51 @@ def _check_torch_layout(xp, inputs, options, concrete, *, probabilities):
 # --------------------------------------------------------------------------- cross_entropy
 
 
-def _cross_entropy_index(xp, input, weight, axis, smoothing, labels, w_y, valid, log_p_y, parts):
+def _class_weights_at(xp, target, weight, ignore_index):
+    """(labels, valid, w_y): ``_labels`` and the class weights at the labels, None without class weights."""
+    labels, valid = _labels(xp, target, ignore_index)
+    return labels, valid, None if weight is None else _numerics.take_table(xp, weight, labels)
+
+
+def _weighted(w, a):
+    """w * a, or ``a`` itself where there are no class weights (w is None)."""
+    return a if w is None else w * a
+
+
+def _cross_entropy_index(xp, input, weight, axis, smoothing, w_y, valid, log_p_y, parts):
     # l = (1 - e) w_y (-l_y) + e/C sum_c w_c (-l_c), 0 where y = ignore_index (PyTorch's label smoothing);
     # with smoothing, parts = (m, log_s): -l_c = log s - (x_c - m), no array of log-probabilities is formed
-    value = xp.where(valid, -w_y * log_p_y, xp.zeros_like(log_p_y))  # w_y is 0 where ignored, l_y may be -inf
+    value = xp.where(valid, -_weighted(w_y, log_p_y), 0.0)  # where ignored, l_y may be -inf and w_y NaN or inf
     if smoothing > 0:
         m, log_s = parts
         total = 1.0 * input.shape[axis] if weight is None else xp.sum(weight)
         smooth = total * xp.squeeze(log_s, axis=axis) - _shifted_class_sum(xp, input, weight, m, axis)
-        value = (1.0 - smoothing) * value + (smoothing / input.shape[axis]) * xp.where(valid, smooth,
-                                                                                        xp.zeros_like(smooth))
+        value = (1.0 - smoothing) * value + (smoothing / input.shape[axis]) * xp.where(valid, smooth, 0.0)
     return value
 
 
 def _cross_entropy_index_fused(xp, input, target, weight, axis, ignore_index, smoothing):
     # dl/dx_j = p_j ((1 - e) w_y + e/C sum_c w_c) - (1 - e) w_y [j = y] - e/C w_j, formed in the softmax's buffer
-    labels, w_y = _label_weights(xp, target, weight, ignore_index, input.dtype)
-    valid = target != ignore_index
+    labels, valid, w_y = _class_weights_at(xp, target, weight, ignore_index)
     if smoothing > 0:
         p, *parts = _numerics.softmax_parts(xp, input, axis)
         log_p_y = _numerics.log_softmax_from_parts(xp, input, labels, axis, *parts)
     else:
         (p, log_p_y), parts = _numerics.softmax_and_log_softmax_at(xp, input, labels, axis), None
-    value = _cross_entropy_index(xp, input, weight, axis, smoothing, labels, w_y, valid, log_p_y, parts)
+    value = _cross_entropy_index(xp, input, weight, axis, smoothing, w_y, valid, log_p_y, parts)
     softmax = _numerics.once(p, lambda: _numerics.softmax_parts(xp, input, axis)[0])
 
     def pullback(ct):
-        at_label = (1.0 - smoothing) * xp.where(valid, ct * w_y, xp.zeros_like(w_y))  # ignored: 0 for any ct
-        coef = at_label
+        at_label = coef = xp.where(valid, _weighted(w_y, ct), 0.0)  # ignored: 0 for any ct
         if smoothing > 0:  # only then: the sum of a NaN or inf class weight would reach every sample
+            at_label = (1.0 - smoothing) * at_label
             total = 1.0 * input.shape[axis] if weight is None else xp.sum(weight)
-            spread = (smoothing / input.shape[axis]) * xp.where(valid, ct, xp.zeros_like(ct))
-            coef = coef + total * spread
+            spread = (smoothing / input.shape[axis]) * xp.where(valid, ct, 0.0)
+            coef = at_label + total * spread
         g = _numerics.scale_slices(xp, softmax(), coef, axis)  # a -inf logit has p = 0: gradient 0 (no smoothing)
         if smoothing > 0:
             w = _weights_along(xp, weight, input.ndim, axis)
-            g = _numerics.map_chunks(xp, lambda g, s: g - s * w, g, xp.expand_dims(spread, axis=axis), out=g)
+            g = _numerics.map_chunks(xp, lambda g, s: g - _weighted(w, s), g, xp.expand_dims(spread, axis=axis), out=g)
         # an ignored target's logits get 0, even where they hold NaN or inf (p * 0 would be NaN there)
         g = _numerics.zero_slices(xp, g, valid, axis)
         return {"input": _numerics.add_at_labels(xp, g, labels, -at_label, axis)}
@@ -135,18 +151,17 @@ def _cross_entropy_index_fused(xp, input, target, weight, axis, ignore_index, sm
 
 
 def _cross_entropy_index_value(xp, input, target, weight, axis, ignore_index, smoothing):
-    labels, w_y = _label_weights(xp, target, weight, ignore_index, input.dtype)
+    labels, valid, w_y = _class_weights_at(xp, target, weight, ignore_index)
     if smoothing > 0:
         parts = _numerics.logsumexp_parts(xp, input, axis)
         log_p_y = _numerics.log_softmax_from_parts(xp, input, labels, axis, *parts)
     else:
         log_p_y, parts = _numerics.log_softmax_at(xp, input, labels, axis), None
-    return _cross_entropy_index(xp, input, weight, axis, smoothing, labels, w_y, target != ignore_index, log_p_y,
-                                parts)
+    return _cross_entropy_index(xp, input, weight, axis, smoothing, w_y, valid, log_p_y, parts)
 
 
 def _weights_along(xp, weight, ndim, axis):
-    return 1.0 if weight is None else _class_view(xp, weight, ndim, axis)
+    return None if weight is None else _class_view(xp, weight, ndim, axis)
 
 
 def _smoothed(xp, target, smoothing, classes):
@@ -156,7 +171,7 @@ def _smoothed(xp, target, smoothing, classes):
 def _shifted_class_sum(xp, input, weight, m, axis):
     """sum_c w_c (x_c - m) along ``axis`` (in row chunks where they pay: no temporary of the input's size)."""
     w = _weights_along(xp, weight, input.ndim, axis)
-    return _numerics.map_chunks(xp, lambda x, m: xp.sum(w * (x - m), axis=axis), input, m)
+    return _numerics.map_chunks(xp, lambda x, m: xp.sum(_weighted(w, x - m), axis=axis), input, m)
 
 
 def _target_sums(xp, input, target, weight, m, axis, smoothing):
@@ -165,7 +180,7 @@ def _target_sums(xp, input, target, weight, m, axis, smoothing):
     w, classes = _weights_along(xp, weight, input.ndim, axis), input.shape[axis]
 
     def sums(x, y, m):
-        wt = w * _smoothed(xp, y, smoothing, classes)
+        wt = _weighted(w, _smoothed(xp, y, smoothing, classes))
         return xp.sum(wt, axis=axis), xp.sum(_numerics.xlog(xp, wt, x - m), axis=axis)
 
     return _numerics.map_chunks(xp, sums, input, target, m)
@@ -187,7 +202,7 @@ def _cross_entropy_probabilities_fused(xp, input, target, weight, axis, smoothin
     def pullback(ct):
         g = _numerics.scale_slices(xp, softmax(), ct * mass, axis)
         return {"input": _numerics.map_chunks(
-            xp, lambda g, y, ct: g - ct * w * _smoothed(xp, y, smoothing, classes),
+            xp, lambda g, y, ct: g - _weighted(w, ct) * _smoothed(xp, y, smoothing, classes),
             g, target, xp.expand_dims(ct, axis=axis), out=g)}
 
     return value, pullback
