@@ -24,20 +24,15 @@ FAMILY = "sequence"
 _NEG_INF = -math.inf
 
 
-def _lse3(xp, a, b, c):
-    """log(e^a + e^b + e^c) elementwise; all -inf gives -inf (no log 0, no inf - inf, finite autodiff)."""
-    m = xp.maximum(xp.maximum(a, b), c)
-    finite = m > _NEG_INF
-    m0 = xp.where(finite, m, xp.zeros_like(m))
-    s = xp.exp(a - m0) + xp.exp(b - m0) + xp.exp(c - m0)
-    return xp.where(finite, m0 + xp.log(xp.where(finite, s, xp.ones_like(s))), m)
+def _log_zero(xp, dtype):
+    """alpha's log 0: the lowest finite number, so that autodiff of the value meets no logaddexp(-inf, -inf)
+    (derivative NaN); x + log 0 rounds to log 0 (or below it: clipped), and logaddexp(x, log 0) = x."""
+    return float(xp.finfo(dtype).min)
 
 
-def _shift(xp, a, k):
-    """``a`` (N, K) moved k places along axis 1 (right for k > 0, left for k < 0), -inf filled in."""
-    if k > 0:
-        return xp.concat([xp.full_like(a[:, :k], _NEG_INF), a[:, :-k]], axis=1)
-    return xp.concat([a[:, -k:], xp.full_like(a[:, :-k], _NEG_INF)], axis=1)
+def _two_columns(xp, like):
+    """(N, 2) of -inf for ``like`` (N, K), K >= 1: the padding that makes the s +- 1, 2 shifts slices."""
+    return xp.full_like(xp.concat([like[:, :1], like[:, :1]], axis=1), _NEG_INF)
 
 
 def _layout(xp, log_probs, targets, input_lengths, target_lengths, blank):
@@ -75,7 +70,7 @@ def _layout(xp, log_probs, targets, input_lengths, target_lengths, blank):
     return log_probs, ext, skip, input_lengths, target_lengths
 
 
-def _forward(xp, log_probs, targets, input_lengths, target_lengths, blank, keep):
+def _forward(xp, log_probs, targets, input_lengths, target_lengths, blank):
     # PyTorch's gradient, exp(lp) - d(-log p)/dlp ... (see ctc_fused), is the gradient of the loss of
     # log_softmax(lp); the value is computed on log_softmax(lp) too (a no-op for log-probabilities), so that
     # value and gradient agree and equal PyTorch's on log-probabilities.
@@ -83,28 +78,40 @@ def _forward(xp, log_probs, targets, input_lengths, target_lengths, blank, keep)
     frames, n, _ = log_probs.shape
     k = ext.shape[1]
     lp = _numerics.log_softmax(xp, log_probs, -1)
-    emit = xp.take_along_axis(lp, xp.broadcast_to(xp.expand_dims(ext, axis=0), (frames, n, k)), axis=2)
-    s = xp.expand_dims(_numerics.arange_like(xp, k, ext), axis=0)
-    # alpha_{-1}: a virtual start in front of position 0, so that t = 0 is an ordinary step
     zero = xp.zeros_like(ext, dtype=lp.dtype)
-    alpha = xp.where(s == 0, zero, xp.full_like(zero, _NEG_INF))
-    alphas, never = [], xp.full_like(alpha, _NEG_INF)
+    never = xp.full_like(zero, _NEG_INF)
+    # frames t < T_n (T, N, 1); the frames after emit nothing (-inf, also where they hold NaN)
+    frame = xp.reshape(_numerics.arange_like(xp, frames, ext), (-1, 1, 1))
+    in_len = xp.reshape(xp.clip(in_len, min=0, max=frames), (1, -1, 1))
+    active = frame < in_len
+    emit = xp.take_along_axis(lp, xp.broadcast_to(xp.expand_dims(ext, axis=0), (frames, n, k)), axis=2)
+    emit = xp.where(active, emit, never)
+    s = xp.expand_dims(_numerics.arange_like(xp, k, ext), axis=0)
+    # alpha_{-1}: a virtual start in front of position 0, so that t = 0 is an ordinary step; alpha is kept behind
+    # two -inf columns, so that alpha(s - 1) and alpha(s - 2) are slices
+    lowest = _log_zero(xp, lp.dtype)
+    dead = xp.full_like(zero, lowest)
+    alphas, pad = [xp.where(s == 0, zero, dead)], _two_columns(xp, dead)
     for t in range(frames):  # alpha_t(s) = y_t(l'_s) * (alpha_{t-1}(s) + alpha_{t-1}(s-1) [+ alpha_{t-1}(s-2)])
-        two = xp.where(skip, _shift(xp, alpha, 2), never)
-        step = emit[t, ...] + _lse3(xp, alpha, _shift(xp, alpha, 1), two)
-        alpha = xp.where(t < in_len, step, alpha)  # frames past the input length leave alpha as it was
-        if keep:
-            alphas.append(alpha)
+        padded = xp.concat([pad, alphas[-1]], axis=1)
+        two = xp.where(skip, padded[:, :-2], dead)
+        step = emit[t, ...] + xp.logaddexp(xp.logaddexp(padded[:, 2:], padded[:, 1:-1]), two)
+        alphas.append(xp.clip(step, min=lowest))
+    alphas = xp.stack(alphas, axis=0)
+    alpha = xp.take_along_axis(alphas, xp.broadcast_to(in_len, (1, n, k)), axis=0)[0, ...]  # alpha_{T_n-1}
     # log p = log(alpha_{T_n-1}(2L) + alpha_{T_n-1}(2L-1)); none of them exist for a target longer than S' = W
     last = 2 * tg_len
     fits = last <= k - 1
     end = xp.take_along_axis(alpha, xp.clip(last, min=0, max=k - 1), axis=1)
     before = xp.take_along_axis(alpha, xp.clip(last - 1, min=0, max=k - 1), axis=1)
-    end = xp.where(fits, end, xp.full_like(end, _NEG_INF))
-    before = xp.where(fits & (tg_len > 0), before, xp.full_like(before, _NEG_INF))
-    log_p = _lse3(xp, end, before, xp.full_like(end, _NEG_INF))[:, 0]
-    ends = (s == last) | ((s == last - 1) & (tg_len > 0))  # where beta starts
-    return lp, emit, ext, skip, in_len, log_p, alphas, xp.where(ends, xp.zeros_like(alpha), never)
+    end = xp.where(fits, end, dead[:, :1])
+    before = xp.where(fits & (tg_len > 0), before, dead[:, :1])
+    log_p = xp.logaddexp(end, before)[:, 0]
+    log_p = xp.where(log_p <= lowest, never[:, 0], log_p)  # NaN stays NaN
+    # beta'_{T_n-1}: 0 at the two positions an alignment may end in, -inf at the others and at the other frames
+    ends = (s == last) | ((s == last - 1) & (tg_len > 0))
+    start = xp.where((frame == in_len - 1) & ends, zero, never)
+    return lp, emit, ext, skip, active, log_p, alphas[1:, ...], start
 
 
 def _finish(xp, log_p, log_probs, zero_infinity):
@@ -117,7 +124,7 @@ def _finish(xp, log_p, log_probs, zero_infinity):
 
 def ctc_value(xp, log_probs, targets, input_lengths, target_lengths, *, blank, zero_infinity):
     """-log sum over the alignments a of the target (blanks between labels, labels repeated) of prod_t y_t(a_t)."""
-    log_p = _forward(xp, log_probs, targets, input_lengths, target_lengths, blank, keep=False)[5]
+    log_p = _forward(xp, log_probs, targets, input_lengths, target_lengths, blank)[5]
     return _finish(xp, log_p, log_probs, zero_infinity)[0]
 
 
@@ -127,42 +134,45 @@ def ctc_fused(xp, log_probs, targets, input_lengths, target_lengths, *, blank, z
     # gamma_t(s) = alpha_t(s) beta'_t(s) / p,   d(-log p)/dlp_t(c) = -sum_{s: l'_s = c} gamma_t(s),
     # and through the log_softmax:  dl/dlp_t(c) = softmax(lp_t)_c sum_s gamma_t(s) - sum_{s: l'_s = c} gamma_t(s)
     # (sum_s gamma_t(s) = 1 for t < T_n, 0 after): PyTorch's exp(lp) - ... on log-probabilities.
-    lp, emit, ext, skip, in_len, log_p, alphas, end = _forward(
-        xp, log_probs, targets, input_lengths, target_lengths, blank, keep=True)
+    lp, emit, ext, skip, active, log_p, alphas, start = _forward(
+        xp, log_probs, targets, input_lengths, target_lengths, blank)
     value, infinite = _finish(xp, log_p, log_probs, zero_infinity)
 
     def pullback(ct):
-        frames = lp.shape[0]
-        skip_after = _shift_bool(xp, skip)
-        beta, never = end, xp.full_like(end, _NEG_INF)
-        gammas = [None] * frames
-        for t in range(frames - 1, -1, -1):
-            if t < frames - 1:  # beta'_t(s) = sum over s' in {s, s+1, s+2 (skip)} of y_{t+1}(l'_s') beta'_{t+1}(s')
-                c = emit[t + 1, ...] + beta
-                two = xp.where(skip_after, _shift(xp, c, -2), never)
-                beta = xp.where(t < in_len - 1, _lse3(xp, c, _shift(xp, c, -1), two), end)
-            # gamma_t = alpha_t beta'_t / p normalised by its own frame's sum over s (p at every t < T_n), not by
-            # p: posteriors in [0, 1] summing to 1 even where float32 alpha and beta of 1e7 round by more than 1;
-            # a frame without alignments (p = 0) gets 0, no log 0, no inf - inf
-            joint = alphas[t] + beta
-            alive = xp.max(joint, axis=1, keepdims=True) > _NEG_INF
-            z, log_s = _numerics.shifted_logits(xp, xp.where(alive, joint, xp.zeros_like(joint)), 1)
-            g = xp.where(alive, xp.exp(z - log_s), xp.zeros_like(z))
-            gammas[t] = xp.where(t < in_len, g, xp.zeros_like(g))
-        gamma = xp.stack(gammas, axis=0) if frames else xp.zeros_like(emit)
+        gamma = _posteriors(xp, emit, skip, active, alphas, start) if lp.shape[0] else xp.zeros_like(emit)
         total = xp.sum(gamma, axis=2, keepdims=True)
         grad = _numerics.scatter_add_last(xp, xp.exp(lp) * total, ext, -gamma) * xp.reshape(ct, (1, -1, 1))
         # an impossible alignment: PyTorch's gradient is NaN on the frames t < T_n (0 with zero_infinity); a
         # sample whose cotangent is 0 (masked out, or weighted 0) gets 0, as any masked sample
-        frames_in = xp.expand_dims(_numerics.arange_like(xp, frames, lp), axis=1) < xp.reshape(in_len, (1, -1))
         counted = infinite & (xp.reshape(ct, (-1,)) != 0)
-        bad = xp.expand_dims(frames_in & xp.reshape(counted, (1, -1)), axis=2)
+        bad = active & xp.reshape(counted, (1, -1, 1))
         grad = xp.where(bad, xp.zeros_like(grad) if zero_infinity else xp.full_like(grad, math.nan), grad)
         # frames t >= T_n are never read: their gradient is 0 (PyTorch's) even where they hold NaN or inf
-        grad = xp.where(xp.expand_dims(frames_in, axis=2), grad, xp.zeros_like(grad))
+        grad = xp.where(active, grad, xp.zeros_like(grad))
         return {"log_probs": grad if log_probs.ndim == 3 else grad[:, 0, :]}
 
     return value, pullback
+
+
+def _posteriors(xp, emit, skip, active, alphas, start):
+    """gamma_t(s) = alpha_t(s) beta'_t(s) / p (T >= 1 frames), beta' by the backward recursion."""
+    frames = emit.shape[0]
+    skip_after = _shift_bool(xp, skip)
+    pad, betas = _two_columns(xp, start[0, ...]), [start[frames - 1, ...]]
+    for t in range(frames - 2, -1, -1):
+        # beta'_t(s) = sum over s' in {s, s+1, s+2 (skip)} of y_{t+1}(l'_s') beta'_{t+1}(s'), plus the start at
+        # t = T_n - 1 (where y_{t+1} = 0; skip_after is False where it starts); c is kept in front of two -inf
+        # columns, so that c(s + 1) and c(s + 2) are slices
+        c = xp.concat([emit[t + 1, ...] + betas[-1], pad], axis=1)
+        two = xp.where(skip_after, c[:, 2:], start[t, ...])
+        betas.append(xp.logaddexp(xp.logaddexp(c[:, :-2], c[:, 1:-1]), two))
+    # normalised by each frame's own sum over s (p at every t < T_n), not by p: posteriors in [0, 1] summing to 1
+    # even where float32 alpha and beta of 1e7 round by more than 1; a frame without alignments (p = 0, or
+    # t >= T_n) gets 0, no log 0, no inf - inf
+    joint = alphas + xp.stack(betas[::-1], axis=0)
+    alive = xp.max(joint, axis=2, keepdims=True) > _log_zero(xp, joint.dtype)
+    z, log_s = _numerics.shifted_logits(xp, xp.where(alive, joint, xp.zeros_like(joint)), 2)
+    return xp.where(alive & active, xp.exp(z - log_s), xp.zeros_like(z))
 
 
 def _shift_bool(xp, mask):
