@@ -7,9 +7,6 @@ import numpy as np
 from .. import _validation
 
 FLOAT_DTYPES = ("float16", "bfloat16", "float32", "float64")
-# an array up to this size on a GPU is copied to the host for a value check: one transfer, where checking it on
-# the device launches several kernels and waits for them anyway
-HOST_CHECK_ELEMENTS = 1 << 16
 
 
 class Adapter:
@@ -64,6 +61,10 @@ class Adapter:
     def to_device(self, x, device):
         """`x`, an array of this library, moved to `device`."""
         return self.asarray(self.to_numpy(x), device=device)
+
+    # an array on a GPU up to this size is copied to the host for a value check, where that is faster than the
+    # library's own operations there (each adapter sets its measured crossover)
+    host_check_elements = 1 << 16
 
     def host_values(self, x) -> np.ndarray | None:
         """`x`'s values as a NumPy array where a value check reads them faster there than with the library's

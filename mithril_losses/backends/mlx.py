@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from ._base import HOST_CHECK_ELEMENTS, Adapter
+from ._base import Adapter
 
 
 class MLXNamespace:
@@ -141,7 +141,7 @@ class MLXAdapter(Adapter):
     def host_values(self, x):
         import mlx.core as mx
 
-        if x.size > HOST_CHECK_ELEMENTS or x.dtype == mx.bfloat16 or not self.is_concrete(x):
+        if x.size > self.host_check_elements or x.dtype == mx.bfloat16 or not self.is_concrete(x):
             return None
         return self.to_numpy(x)
 
