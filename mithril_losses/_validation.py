@@ -8,8 +8,11 @@ domains) are skipped while a compiler traces (``concrete=False``).
 from __future__ import annotations
 
 import difflib
+import functools
 import math
 from collections.abc import Iterable, Sequence
+
+from array_api_compat import is_jax_namespace
 
 
 def _shape(x) -> tuple:
@@ -245,10 +248,14 @@ def check_cotangent(cotangent, loss_shape: tuple) -> None:
         )
 
 
-def _readable(xp, *arrays):
-    """(namespace, *arrays) to read the arrays' values with: NumPy and NumPy arrays where every array's adapter
-    gives them cheaply (PyTorch, JAX and MLX arrays on the CPU, small ones on a GPU: microseconds, where the
-    library's own operations cost a dispatch each, up to a third of a millisecond on JAX), else unchanged."""
+def _violation(xp, predicate, *arrays, **params):
+    """None where no entry fails ``predicate(xp, *arrays, **params)`` (a boolean array, True where an entry
+    fails), else (namespace, arrays, that boolean array) to describe the failure with.
+
+    The values are read through NumPy where every array's adapter gives them cheaply (``host_values``: arrays on
+    the CPU, small ones on a GPU): microseconds, where the library's own operations cost a dispatch each. A JAX
+    array left on its device is checked by one compiled call (its eager operations cost ~100 us each on a GPU).
+    """
     from . import backends
 
     values = []
@@ -256,24 +263,55 @@ def _readable(xp, *arrays):
         library = backends.library_of(x)
         v = None if library is None else backends.get_adapter(library).host_values(x)
         if v is None:
-            return (xp, *arrays)
+            break
         values.append(v)
-    import array_api_compat.numpy as np_xp
+    else:
+        import array_api_compat.numpy as xp
 
-    return (np_xp, *values)
+        arrays = values
+    if is_jax_namespace(xp) and not bool(_compiled_any(predicate, tuple(params))(*arrays, **params)):
+        return None
+    bad = predicate(xp, *arrays, **params)
+    return (xp, arrays, bad) if bool(xp.any(bad)) else None
 
 
-def check_value_range(name: str, x, xp, *, low=None, high=None, low_open=False, what: str) -> None:
-    """Concrete-value domain check (call only on concrete arrays)."""
-    xp, x = _readable(xp, x)
+@functools.lru_cache(maxsize=None)
+def _compiled_any(predicate, params):
+    import jax
+    import jax.numpy as jnp
+
+    return jax.jit(lambda *arrays, **kw: jnp.any(predicate(jnp, *arrays, **kw)), static_argnames=params)
+
+
+def _outside(xp, x, *, low, high, low_open):
     bad = xp.zeros_like(x, dtype=xp.bool)
     if low is not None:
         bad = bad | ((x <= low) if low_open else (x < low))
     if high is not None:
         bad = bad | (x > high)
-    if bool(xp.any(bad)):
-        offending = _first_where(xp, x, bad)
-        raise ValueError(f"`{name}` must be {what}; got a value of {offending!r}.")
+    return bad
+
+
+def check_value_range(name: str, x, xp, *, low=None, high=None, low_open=False, what: str) -> None:
+    """Concrete-value domain check (call only on concrete arrays)."""
+    found = _violation(xp, _outside, x, low=low, high=high, low_open=low_open)
+    if found:
+        xp, (x,), bad = found
+        raise ValueError(f"`{name}` must be {what}; got a value of {_first_where(xp, x, bad)!r}.")
+
+
+def _not_a_label(xp, labels, *, num_classes, ignore_index, lowest=0):
+    valid = (labels >= lowest) & (labels < num_classes)
+    if ignore_index is not None:
+        valid = valid | (labels == ignore_index)
+    return ~valid
+
+
+def _offending_label(xp, labels, bad, num_classes) -> int:
+    """The largest label that fails if it is too large, else the smallest (the one below the range)."""
+    zero = xp.zeros_like(labels)
+    high = int(xp.max(xp.where(bad, labels, zero)))
+    return high if high >= num_classes else int(xp.min(xp.where(bad, labels, zero)))
 
 
 def check_labels(name: str, labels, xp, num_classes: int, *, ignore_index=None, concrete: bool = True) -> None:
@@ -282,16 +320,12 @@ def check_labels(name: str, labels, xp, num_classes: int, *, ignore_index=None, 
         raise TypeError(f"`{name}` must hold integer class indices; got dtype {labels.dtype}.")
     if not concrete:
         return
-    xp, labels = _readable(xp, labels)
-    valid = (labels >= 0) & (labels < num_classes)
-    if ignore_index is not None:
-        valid = valid | (labels == ignore_index)
-    if not bool(xp.all(valid)):
-        zero = xp.zeros_like(labels)
-        high = int(xp.max(xp.where(valid, zero, labels)))
-        offending = high if high >= num_classes else int(xp.min(xp.where(valid, zero, labels)))
+    found = _violation(xp, _not_a_label, labels, num_classes=num_classes, ignore_index=ignore_index)
+    if found:
+        xp, (labels,), bad = found
         allowed = f"[0, {num_classes})" + ("" if ignore_index is None else f" or ignore_index={ignore_index}")
-        raise ValueError(f"`{name}` must hold class indices in {allowed}; got {offending}.")
+        raise ValueError(f"`{name}` must hold class indices in {allowed}; "
+                         f"got {_offending_label(xp, labels, bad, num_classes)}.")
 
 
 def check_reduction(loss: str, reduction, allowed: Sequence[str]) -> None:
@@ -317,12 +351,17 @@ def _first_where(xp, x, bad) -> float:
 
 def check_values_in(name: str, x, xp, allowed: Sequence[float], what: str) -> None:
     """Concrete-value check that every entry of ``x`` is one of ``allowed`` (call only on concrete arrays)."""
-    xp, x = _readable(xp, x)
+    found = _violation(xp, _none_of, x, allowed=tuple(allowed))
+    if found:
+        xp, (x,), bad = found
+        raise ValueError(f"`{name}` must {what}; got a value of {_first_where(xp, x, bad)!r}.")
+
+
+def _none_of(xp, x, *, allowed):
     bad = xp.ones_like(x, dtype=xp.bool)
     for a in allowed:
         bad = bad & (x != a)
-    if bool(xp.any(bad)):
-        raise ValueError(f"`{name}` must {what}; got a value of {_first_where(xp, x, bad)!r}.")
+    return bad
 
 
 def check_broadcasts_to(name: str, x, other: str, shape: tuple) -> None:
@@ -361,9 +400,9 @@ def check_binary_labels(name: str, x, xp) -> None:
     """Concrete labels that are exactly 0 or 1 (call only on concrete arrays)."""
     if _isdtype(xp, x.dtype, "bool"):
         return
-    xp, x = _readable(xp, x)
-    bad = (x != 0) & (x != 1)
-    if bool(xp.any(bad)):
+    found = _violation(xp, _none_of, x, allowed=(0, 1))
+    if found:
+        xp, (x,), bad = found
         raise ValueError(f"`{name}` must hold binary labels 0 or 1; got {_first(xp, x, bad)!r}.")
 
 
@@ -376,10 +415,14 @@ def check_target_shape(name: str, x, forms: dict) -> None:
 
 def check_unit_interval(name: str, x, xp, what: str) -> None:
     """Concrete values in [0, 1] (call only on concrete arrays); NaN is rejected too."""
-    xp, x = _readable(xp, x)
-    bad = ~((x >= 0) & (x <= 1))
-    if bool(xp.any(bad)):
+    found = _violation(xp, _outside_or_nan, x, low=0, high=1)
+    if found:
+        xp, (x,), bad = found
         raise ValueError(f"`{name}` must be {what}; got a value of {_first(xp, x, bad)!r}.")
+
+
+def _outside_or_nan(xp, x, *, low, high, high_open=False):
+    return ~((x >= low) & ((x < high) if high_open else (x <= high)))
 
 
 # --------------------------------------------------------------------------
@@ -414,14 +457,11 @@ def check_label_lists(name: str, labels, xp, num_classes: int, *, concrete: bool
         raise TypeError(f"`{name}` must hold integer class indices; got dtype {labels.dtype}.")
     if not concrete:
         return
-    xp, labels = _readable(xp, labels)
-    valid = (labels >= -1) & (labels < num_classes)
-    if not bool(xp.all(valid)):
-        zero = xp.zeros_like(labels)
-        high = int(xp.max(xp.where(valid, zero, labels)))
-        offending = high if high >= num_classes else int(xp.min(xp.where(valid, zero, labels)))
+    found = _violation(xp, _not_a_label, labels, num_classes=num_classes, ignore_index=None, lowest=-1)
+    if found:
+        xp, (labels,), bad = found
         raise ValueError(f"`{name}` must hold class indices in [0, {num_classes}), or -1 to end a row's "
-                         f"labels; got {offending}.")
+                         f"labels; got {_offending_label(xp, labels, bad, num_classes)}.")
 
 
 def check_option_order(low_name: str, low, high_name: str, high) -> None:
@@ -513,11 +553,10 @@ def check_sign_targets(name: str, x, xp, concrete: bool) -> None:
     """Real or integer targets holding -1 or 1 (the values only on concrete arrays)."""
     if not _isdtype(xp, x.dtype, ("real floating", "integral")):
         raise TypeError(f"`{name}` must be a real or integer array of -1 and 1; got dtype {x.dtype}.")
-    if concrete:
-        xp, x = _readable(xp, x)
-        bad = (x != -1) & (x != 1)
-        if bool(xp.any(bad)):
-            raise ValueError(f"`{name}` must hold -1 or 1; got {_first(xp, x, bad)!r}.")
+    found = _violation(xp, _none_of, x, allowed=(-1, 1)) if concrete else None
+    if found:
+        xp, (x,), bad = found
+        raise ValueError(f"`{name}` must hold -1 or 1; got {_first(xp, x, bad)!r}.")
 
 
 # --------------------------------------------------------------------------
@@ -539,21 +578,24 @@ def check_boxes(name: str, boxes, xp, concrete: bool) -> None:
         raise ValueError(f"`{name}` must have shape (..., 4) with boxes as (x1, y1, x2, y2); got {_shape(boxes)}.")
     if not concrete:
         return
-    xp, boxes = _readable(xp, boxes)
-    flat = xp.reshape(boxes, (-1, 4))
-    bad = ~((flat[:, 2] >= flat[:, 0]) & (flat[:, 3] >= flat[:, 1]))  # NaN is rejected too
-    if bool(xp.any(bad)):
+    found = _violation(xp, _misordered, xp.reshape(boxes, (-1, 4)))
+    if found:
+        xp, (flat,), bad = found
         i = int(xp.argmax(xp.astype(bad, xp.int32)))
         box = tuple(float(v) for v in flat[i, :])
         raise ValueError(f"`{name}` must hold boxes (x1, y1, x2, y2) with x1 <= x2 and y1 <= y2; "
                          f"got box {box} at flat index {i}.")
 
 
+def _misordered(xp, flat):
+    return ~((flat[:, 2] >= flat[:, 0]) & (flat[:, 3] >= flat[:, 1]))  # NaN is rejected too
+
+
 def check_bin_targets(name: str, x, xp, n_bins: int) -> None:
     """Concrete continuous bin positions in [0, n_bins - 1) (call only on concrete arrays); NaN is rejected too."""
-    xp, x = _readable(xp, x)
-    bad = ~((x >= 0) & (x < n_bins - 1))
-    if bool(xp.any(bad)):
+    found = _violation(xp, _outside_or_nan, x, low=0, high=n_bins - 1, high_open=True)
+    if found:
+        xp, (x,), bad = found
         raise ValueError(f"`{name}` must hold bin positions in [0, {n_bins - 1}) for {n_bins} bins; "
                          f"got {_first(xp, x, bad)!r}.")
 
@@ -569,13 +611,15 @@ def check_integer_array(name: str, x, xp, what: str) -> None:
 
 def check_integers_in(name: str, x, xp, low: int, high: int, what: str, *, where=None) -> None:
     """Concrete integers in [low, high] (only where ``where`` holds); call only on concrete arrays."""
-    xp, x, *where = _readable(xp, x, *(() if where is None else (where,)))
-    where = where[0] if where else None
-    bad = (x < low) | (x > high)
-    if where is not None:
-        bad = bad & where
-    if bool(xp.any(bad)):
+    found = _violation(xp, _outside_where, x, *(() if where is None else (where,)), low=low, high=high)
+    if found:
+        xp, (x, *_), bad = found
         raise ValueError(f"`{name}` must be {what}; got {_first(xp, x, bad)!r}.")
+
+
+def _outside_where(xp, x, *where, low, high):
+    bad = (x < low) | (x > high)
+    return bad & where[0] if where else bad
 
 
 def ctc_targets_shape(targets, batch: int) -> ValueError:

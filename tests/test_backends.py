@@ -539,3 +539,25 @@ def test_value_checks_are_skipped_for_jax_tracers_and_run_on_concrete_arrays():
     assert seen == [None]
     with pytest.raises(ValueError, match="got 5"):
         mlo.get("cross_entropy")(jnp.zeros((2, 3)), jnp.asarray([0, 5]))
+
+
+@requires("jax")
+def test_jax_arrays_left_on_their_device_are_checked_by_one_compiled_call(monkeypatch):
+    """A JAX array too large to copy from a GPU is checked with one jitted predicate (forced here on the CPU)."""
+    import jax.numpy as jnp
+
+    from mithril_losses import _validation
+    from mithril_losses.backends import get_adapter
+
+    monkeypatch.setattr(type(get_adapter("jax")), "host_values", lambda self, x: None)
+    _validation._compiled_any.cache_clear()
+    probabilities = jnp.asarray([[0.2, 0.8], [1.0, 0.0]])
+    logits = jnp.zeros((2, 2))
+    focal = mlo.get("focal")
+    for _ in range(2):
+        focal(logits, probabilities)
+    assert _validation._compiled_any.cache_info().misses == 1  # one predicate compiled, then reused
+    with pytest.raises(ValueError, match="`target` must be in \\[0, 1\\]; got a value of 1.5"):
+        focal(logits, jnp.asarray([[0.2, 1.5], [1.0, 0.0]]))
+    with pytest.raises(ValueError, match="class indices in \\[0, 2\\) or ignore_index=-100; got 7"):
+        mlo.get("cross_entropy")(logits, jnp.asarray([7, 1]))
