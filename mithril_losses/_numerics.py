@@ -233,8 +233,13 @@ def add_at_labels(xp, buffer, labels, values, axis):
         return buffer.at[_label_index(jnp, labels, axis)].add(values)
     if hasattr(xp, "put_along_axis"):  # mlx
         return xp.put_along_axis(buffer, index, xp.take_along_axis(buffer, index, axis=axis) + update, axis=axis)
-    classes = xp.reshape(arange_like(xp, buffer.shape[axis], buffer), (-1,) + (1,) * (buffer.ndim - axis % buffer.ndim - 1))
+    classes = _class_ids(xp, buffer, axis)
     return xp.where(classes == index, buffer + update, buffer)
+
+
+def _class_ids(xp, buffer, axis):
+    """0..C-1 along ``axis`` of ``buffer`` (C entries there), shaped to broadcast against it, on its device."""
+    return xp.reshape(arange_like(xp, buffer.shape[axis], buffer), (-1,) + (1,) * (buffer.ndim - axis % buffer.ndim - 1))
 
 
 def _label_index(np_like, labels, axis):
@@ -287,7 +292,7 @@ def zero_at_labels(xp, buffer, labels, axis):
         return buffer.at[_label_index(jnp, labels, axis)].set(0)
     if hasattr(xp, "put_along_axis"):  # mlx
         return xp.put_along_axis(buffer, index, xp.zeros_like(index, dtype=buffer.dtype), axis=axis)
-    classes = xp.reshape(arange_like(xp, buffer.shape[axis], buffer), (-1,) + (1,) * (buffer.ndim - axis % buffer.ndim - 1))
+    classes = _class_ids(xp, buffer, axis)
     return xp.where(classes == index, xp.zeros_like(buffer), buffer)
 
 
